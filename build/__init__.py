@@ -1,0 +1,1 @@
+"""hivtp.build: ONNX export and TensorRT / TensorRT-LLM engine building."""

@@ -1,0 +1,100 @@
+"""`hivtp` command line. main() parses, validates and dispatches; bad input: one line, exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import Callable, Sequence
+
+from hivtp.config import HIVTPConfig
+
+
+class OneLineParser(argparse.ArgumentParser):
+    """argparse prints usage plus a message; users get one clear line instead."""
+
+    def error(self, message: str) -> None:  # type: ignore[override]
+        self.exit(2, f"hivtp: error: {message}\n")
+
+
+def positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def int_tuple(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def add_config_arguments(parser: argparse.ArgumentParser) -> None:
+    """The HIVTPConfig fields every subcommand shares."""
+    parser.add_argument("--budget", type=positive_int, help="exact visual tokens per image (per crop for NeXT); default: paper mode")
+    parser.add_argument("--score-layers", type=int_tuple, default=(6, 7, 8), help="0-based encoder layers that score tokens")
+    parser.add_argument("--regions", type=int_tuple, default=(2, 2), help="region split rows,cols")
+    parser.add_argument("--global-ratio", type=float, default=0.25, help="share of each region kept by the global stage")
+    parser.add_argument("--window", type=positive_int, default=2, help="local-stage window side (paper mode)")
+
+
+def config_from(args: argparse.Namespace) -> HIVTPConfig:
+    return HIVTPConfig(
+        score_layers=args.score_layers, regions=args.regions, global_ratio=args.global_ratio,
+        window=args.window, budget=args.budget,
+    )
+
+
+def run_generate(args: argparse.Namespace) -> None:
+    from hivtp.demo import build_tiny_llava, sample_image_path
+    from hivtp.generate import answer
+    from hivtp.loading import load_image, load_llava
+
+    config = config_from(args)
+    image = load_image(args.image or sample_image_path())
+    with tempfile.TemporaryDirectory(prefix="hivtp-demo-") as scratch:
+        model_dir = args.model or build_tiny_llava(scratch, kind="llava")
+        model, processor = load_llava(model_dir, device=args.device)
+        result = answer(model, processor, image, args.prompt, config, args.max_new_tokens)
+    if args.model is None:
+        print("demo: built-in tiny LLaVA with random weights, so its text is random; pass --model DIR for a real checkpoint")
+    print(f"answer: {result.text}")
+    print(f"visual tokens kept: {result.kept_tokens} / {result.full_tokens} ({config.mode} mode)")
+    print(f"TTFT: {result.ttft_s * 1e3:.1f} ms (preprocessing {result.preprocess_s * 1e3:.1f} ms, not included)")
+
+
+def build_parser() -> OneLineParser:
+    parser = OneLineParser(prog="hivtp", description="HIVTP visual-token pruning for LLaVA")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
+    gen = commands.add_parser("generate", help="answer a prompt about an image with pruned visual tokens")
+    gen.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: built-in tiny demo)")
+    gen.add_argument("--image", help="image file (default: the bundled sample image)")
+    gen.add_argument("--prompt", default="what color is the circle ?", help="question about the image")
+    gen.add_argument("--max-new-tokens", type=positive_int, default=16)
+    gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    add_config_arguments(gen)
+    gen.set_defaults(run=run_generate)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.set_verbosity_error()  # the CLI prints its own results; library chatter hides them
+    run: Callable[[argparse.Namespace], None] = args.run
+    try:
+        run(args)
+    except ValueError as err:
+        print(f"hivtp: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

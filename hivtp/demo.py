@@ -1,0 +1,110 @@
+"""Tiny LLaVA-1.5 / LLaVA-NeXT checkpoints built from configs with seeded random weights.
+
+No model hub is reachable from CI or from a fresh machine, so the demo and the tests build real HF
+checkpoints (model, word-level tokenizer, processor), save them to a local directory and load
+them back with `from_pretrained(dir)` like any downloaded checkpoint. Their text is random.
+"""
+
+from __future__ import annotations
+
+import json
+from importlib import resources
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    CLIPImageProcessor,
+    CLIPVisionConfig,
+    LlamaConfig,
+    LlavaConfig,
+    LlavaForConditionalGeneration,
+    LlavaNextConfig,
+    LlavaNextForConditionalGeneration,
+    LlavaNextImageProcessor,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
+WORDS = (
+    "a an the is are of in on to and what which how many where color shape left right top bottom "
+    "red green blue yellow white black circle square triangle star one two three four five yes no "
+    "picture image describe there this that USER ASSISTANT : ? . ,"
+).split()
+IMAGE_SIDE, PATCH = 112, 14  # an 8x8 patch grid: 64 patches + CLS
+NEXT_PINPOINTS = [[112, 224], [224, 112], [224, 224]]
+CHAT_TEMPLATE = (
+    "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
+    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+    "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
+)
+
+
+def sample_image_path() -> Path:
+    return Path(str(resources.files("hivtp") / "data" / "sample.png"))
+
+
+def tiny_tokenizer() -> PreTrainedTokenizerFast:
+    vocab = {token: i for i, token in enumerate(SPECIALS + WORDS)}
+    core = Tokenizer(models.WordLevel(vocab=vocab, unk_token="<unk>"))
+    core.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=core, unk_token="<unk>", pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        padding_side="left", model_input_names=["input_ids", "attention_mask"],
+    )
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})
+    return tokenizer
+
+
+def tiny_config(kind: str, vocab_size: int, image_token_id: int):
+    vision = CLIPVisionConfig(
+        hidden_size=64, intermediate_size=128, num_hidden_layers=10, num_attention_heads=4,
+        image_size=IMAGE_SIDE, patch_size=PATCH, projection_dim=64,
+    )
+    text = LlamaConfig(
+        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0,
+        bos_token_id=2, eos_token_id=3,
+    )
+    common = dict(
+        vision_config=vision.to_dict(), text_config=text.to_dict(), image_token_index=image_token_id,
+        vision_feature_layer=-2, vision_feature_select_strategy="default",
+    )
+    if kind == "llava":
+        return LlavaConfig(**common)
+    if kind == "llava_next":
+        return LlavaNextConfig(image_grid_pinpoints=NEXT_PINPOINTS, **common)
+    raise ValueError(f"unknown tiny model kind {kind!r} (expected 'llava' or 'llava_next')")
+
+
+def tiny_processor(kind: str, tokenizer: PreTrainedTokenizerFast):
+    image_args = dict(
+        size={"shortest_edge": IMAGE_SIDE}, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
+    )
+    # num_additional_image_tokens=1 counts the CLS token (transformers 4.57 expands one token too few otherwise)
+    proc_args = dict(
+        tokenizer=tokenizer, patch_size=PATCH, vision_feature_select_strategy="default",
+        image_token="<image>", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
+    )
+    if kind == "llava":
+        return LlavaProcessor(image_processor=CLIPImageProcessor(**image_args), **proc_args)
+    image_processor = LlavaNextImageProcessor(image_grid_pinpoints=NEXT_PINPOINTS, **image_args)
+    return LlavaNextProcessor(image_processor=image_processor, **proc_args)
+
+
+def build_tiny_llava(directory: Path, kind: str = "llava", seed: int = 0) -> Path:
+    """Write a tiny seeded checkpoint (model, tokenizer, processor) to `directory`; return it."""
+    directory = Path(directory)
+    tokenizer = tiny_tokenizer()
+    config = tiny_config(kind, vocab_size=len(tokenizer), image_token_id=tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(seed)
+    model_cls = LlavaForConditionalGeneration if kind == "llava" else LlavaNextForConditionalGeneration
+    model = model_cls(config).eval()
+    directory.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(directory)
+    tiny_processor(kind, tokenizer).save_pretrained(directory)
+    (directory / "hivtp_demo.json").write_text(json.dumps({"kind": kind, "seed": seed, "weights": "random"}))
+    return directory

@@ -1,0 +1,1 @@
+"""hivtp.plugins: importance scoring and token selection (torch reference, kernels, TensorRT plugin)."""

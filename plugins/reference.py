@@ -1,0 +1,149 @@
+"""HIVTP reference: importance scores and hierarchical token selection in plain torch.
+
+This file is the specification the Triton kernels and the TensorRT plugin are tested against.
+
+Shape legend (used in every comment below):
+    B batch (images, or crops for LLaVA-NeXT)   L score layers   H heads   d head dim
+    N = 1 + P tokens (CLS first)   P patches = h * w   K kept tokens   Kmax static output width
+
+Scores (paper, Sec. 3): s_j = 1 / (L * H * N) * sum_{l, h, i} A_l[h, i, j], the attention that
+token j receives in the middle encoder layers, averaged over layers, heads and *all* query rows
+(CLS row included, no renormalisation), CLS column dropped.
+Cost of the streaming form: 2 * L * B * H * N^2 * d FLOPs for Q K^T (computed twice: once for the
+row statistics, once for the column sums); reads L * B * H * N * d elements of Q and of K each,
+writes B * P scores. The [B, H, N, N] map never exists in memory.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from hivtp.config import HIVTPConfig
+from hivtp.plugins.geometry import SelectionGeometry, selection_geometry
+
+STAGE_GLOBAL, STAGE_LOCAL, STAGE_FILL, STAGE_NONE = 0, 1, 2, -1
+
+
+def importance_scores(attentions: torch.Tensor | list[torch.Tensor]) -> torch.Tensor:
+    """Scores from softmax attention probabilities (the definition).
+
+    attentions: [L, B, H, N, N] (or a list of L tensors [B, H, N, N]) -> scores [B, P] fp32.
+    """
+    probs = torch.stack(list(attentions)) if isinstance(attentions, (list, tuple)) else attentions
+    L, B, H, N, _ = probs.shape
+    received = probs.float().sum(dim=(0, 2, 3))  # [B, N]: sum over layers, heads, query rows
+    return received[:, 1:] / (L * H * N)  # [B, P]
+
+
+def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_size: int = 128) -> torch.Tensor:
+    """Scores streamed from the score layers' Q and K (pre-scale), never materialising [B, H, N, N].
+
+    queries, keys: [L, B, H, N, d] -> scores [B, P] fp32. The scale d^-0.5 is applied here, once.
+    Two passes per row block: row max / sum-exp over all column blocks, then normalised column sums.
+    """
+    if queries.shape != keys.shape or queries.dim() != 5:
+        raise ValueError(f"queries and keys must both be [L, B, H, N, d], got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    L, B, H, N, d = queries.shape
+    scale = d**-0.5
+    q, k = queries.float(), keys.float()
+    received = torch.zeros(B, N, dtype=torch.float32, device=queries.device)  # [B, N]
+    blocks = [(s, min(s + block_size, N)) for s in range(0, N, block_size)]
+    for layer in range(L):
+        for r0, r1 in blocks:
+            q_blk = q[layer, :, :, r0:r1]  # [B, H, bq, d]
+            row_max = torch.full((B, H, r1 - r0), float("-inf"), device=q.device)  # [B, H, bq]
+            row_sum = torch.zeros(B, H, r1 - r0, device=q.device)  # [B, H, bq]
+            for c0, c1 in blocks:
+                logits = (q_blk @ k[layer, :, :, c0:c1].transpose(-1, -2)) * scale  # [B, H, bq, bk]
+                new_max = torch.maximum(row_max, logits.amax(-1))
+                row_sum = row_sum * torch.exp(row_max - new_max) + torch.exp(logits - new_max[..., None]).sum(-1)
+                row_max = new_max
+            for c0, c1 in blocks:
+                logits = (q_blk @ k[layer, :, :, c0:c1].transpose(-1, -2)) * scale  # [B, H, bq, bk]
+                probs = torch.exp(logits - row_max[..., None]) / row_sum[..., None]  # [B, H, bq, bk]
+                received[:, c0:c1] += probs.sum(dim=(1, 2))  # [B, bk]
+    return received[:, 1:] / (L * H * N)  # [B, P]
+
+
+def rank_tokens(scores: torch.Tensor) -> torch.Tensor:
+    """Position of each token in the one total order HIVTP uses everywhere (0 = best).
+
+    Higher score first; NaN after every other value (-inf included); -0.0 equals +0.0; equal scores
+    go to the lower index. scores: [B, P] -> ranks [B, P] int64, a permutation of 0..P-1 per row.
+    Two stable sorts (least significant key first) give the lexicographic (is_nan, -score, index).
+    """
+    s = scores.float()
+    is_nan = torch.isnan(s)  # [B, P]
+    s = torch.where(is_nan | (s == 0), torch.zeros_like(s), s)  # canonical zero; NaN ordered by is_nan
+    order = torch.sort(-s, dim=1, stable=True).indices  # [B, P]
+    order = order.gather(1, torch.sort(is_nan.gather(1, order).to(torch.uint8), dim=1, stable=True).indices)
+    positions = torch.arange(s.shape[1], device=s.device).expand_as(order)  # [B, P]
+    return torch.empty_like(order).scatter_(1, order, positions)  # [B, P]
+
+
+def _global_stage(ranks: torch.Tensor, geo: SelectionGeometry) -> torch.Tensor:
+    """Each region's top `region_quota` tokens. ranks [B, P] -> is_global [B, P] bool."""
+    B, P = ranks.shape
+    key = geo.region_of * P + ranks  # [B, P]: region-major, then by rank
+    order = key.argsort(dim=1)  # [B, P]; keys are unique, so no tie order is needed
+    region = geo.region_of[order]  # [B, P]
+    pos_in_region = torch.arange(P, device=ranks.device) - geo.region_start[region]  # [B, P]
+    keep_sorted = pos_in_region < geo.region_quota[region]  # [B, P]
+    return torch.zeros_like(keep_sorted).scatter_(1, order, keep_sorted)  # [B, P]
+
+
+def _window_best(ranks: torch.Tensor, is_global: torch.Tensor, geo: SelectionGeometry) -> torch.Tensor:
+    """Each window's best non-global token (windows of global tokens only yield none). -> [B, P] bool."""
+    B, P = ranks.shape
+    key = torch.where(is_global, torch.full_like(ranks, P), ranks)  # [B, P]; P = "not a candidate"
+    window = geo.window_of.expand(B, P)  # [B, P]
+    best = torch.full((B, geo.num_windows), P, dtype=ranks.dtype, device=ranks.device)  # [B, W]
+    best = best.scatter_reduce(1, window, key, reduce="amin")  # [B, W]
+    return ~is_global & (ranks == best.gather(1, window))  # [B, P]
+
+
+def _compact(kept: torch.Tensor, stage: torch.Tensor, kmax: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Kept mask [B, P] -> (indices [B, Kmax] ascending then -1, counts [B], stages [B, Kmax])."""
+    B, P = kept.shape
+    slot = torch.where(kept, kept.cumsum(1) - 1, torch.full_like(stage, kmax))  # [B, P]; kmax = sentinel slot
+    positions = torch.arange(P, device=kept.device).expand(B, P)  # [B, P]
+    indices = torch.full((B, kmax + 1), -1, dtype=torch.int64, device=kept.device)
+    indices = indices.scatter(1, slot, positions)[:, :kmax]  # [B, Kmax]
+    stages = torch.full((B, kmax + 1), STAGE_NONE, dtype=torch.int64, device=kept.device)
+    stages = stages.scatter(1, slot, stage)[:, :kmax]  # [B, Kmax]
+    return indices, kept.sum(1), stages
+
+
+def select_tokens(
+    scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig, return_stages: bool = False
+) -> tuple[torch.Tensor, ...]:
+    """Hierarchical selection: global stage (top tokens per region) + local stage (best per window).
+
+    scores: [B, P] with P = h * w -> indices [B, Kmax] int64 (kept patch indices ascending, then -1),
+    counts [B] int64, and with return_stages also stages [B, Kmax] (STAGE_GLOBAL / _LOCAL / _FILL, -1).
+    Paper mode keeps a variable count per image (<= Kmax); budget mode exactly min(budget, P).
+    """
+    if scores.dim() != 2 or scores.shape[1] != grid[0] * grid[1]:
+        raise ValueError(f"scores of shape {tuple(scores.shape)} do not match a {grid[0]}x{grid[1]} patch grid")
+    geo = selection_geometry(tuple(grid), config, scores.device)
+    B, P = scores.shape
+    ranks = rank_tokens(scores)  # [B, P]
+    is_global = _global_stage(ranks, geo)  # [B, P]
+    is_local = _window_best(ranks, is_global, geo)  # [B, P]
+    stage = torch.full_like(ranks, STAGE_FILL).masked_fill(is_local, STAGE_LOCAL).masked_fill(is_global, STAGE_GLOBAL)
+    if config.budget is None:
+        kept = is_global | is_local  # [B, P]
+    else:
+        # one priority key: global, then window candidates, then the rest; each class by rank.
+        # Taking the first K keeps all global tokens, the K_local best candidates, then fills.
+        order = (stage * P + ranks).argsort(dim=1)[:, : geo.kmax]  # [B, K]
+        kept = torch.zeros_like(is_global).scatter_(1, order, True)  # [B, P]
+    indices, counts, stages = _compact(kept, stage, geo.kmax)
+    return (indices, counts, stages) if return_stages else (indices, counts)
+
+
+def gather_kept(features: torch.Tensor, indices: torch.Tensor) -> torch.Tensor:
+    """features [B, P, D], indices [B, Kmax] (-1 padded) -> [B, Kmax, D], zeros in padded slots."""
+    valid = indices >= 0  # [B, Kmax]
+    picked = features.gather(1, indices.clamp(min=0)[..., None].expand(-1, -1, features.shape[-1]))
+    return picked * valid[..., None].to(picked.dtype)  # [B, Kmax, D]

@@ -1,0 +1,1 @@
+"""hivtp.runtime: backends that run pruned generation."""

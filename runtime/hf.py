@@ -1,0 +1,219 @@
+"""HIVTP on Hugging Face LLaVA-1.5 / LLaVA-NeXT: prune visual tokens, then run the stock model.
+
+No library class is patched: `prune_inputs` reads the model's public submodules, runs the vision
+tower once, scores tokens from the score layers' Q and K (streamed, SDPA untouched), selects,
+projects only the kept tokens and rebuilds a shorter sequence. `apply` wraps a model so that
+`forward` / `generate` feed the stock model `inputs_embeds`.
+
+Legend: M images (crops for NeXT: C), N = 1 + P tokens, P patches, Kmax kept slots, Dv vision
+hidden, D text hidden, B prompt rows, T pruned length.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, image_size_to_num_patches
+
+from hivtp.config import HIVTPConfig
+from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
+from hivtp.runtime.layout import PrunedSequence, next_image_layout, prune_sequence
+
+
+@dataclass(frozen=True)
+class PrunedInputs:
+    inputs_embeds: torch.Tensor  # [B, T, D]
+    attention_mask: torch.Tensor  # [B, T]
+    position_ids: torch.Tensor  # [B, T]
+    indices: torch.Tensor  # [M or C, Kmax] kept patch indices per image (per crop for NeXT), -1 padded
+    counts: torch.Tensor  # [M or C] kept patches per image / crop
+    kept_tokens: torch.Tensor  # [M] visual tokens each image contributes after pruning (NeXT: incl. newlines)
+    full_tokens: torch.Tensor  # [M] visual tokens each image contributes without pruning
+    sequence: PrunedSequence
+
+
+def check_model(model: Any) -> None:
+    if not isinstance(model, (LlavaForConditionalGeneration, LlavaNextForConditionalGeneration)):
+        raise ValueError(f"HIVTP supports LLaVA-1.5 and LLaVA-NeXT models, got {type(model).__name__}")
+    strategy = model.config.vision_feature_select_strategy
+    if strategy != "default":
+        raise ValueError(f"vision_feature_select_strategy={strategy!r} is not supported: HIVTP needs 'default' (CLS dropped)")
+    tower = model.model.vision_tower
+    if not hasattr(getattr(clip_core(tower), "embeddings", None), "class_embedding"):
+        raise ValueError(f"HIVTP needs a CLIP-style vision tower with a CLS token, got {type(tower).__name__}")
+
+
+def clip_core(tower: torch.nn.Module) -> torch.nn.Module:
+    """The module holding `embeddings` and `encoder`: `.vision_model` in transformers 4.x, the tower itself in 5.x."""
+    return getattr(tower, "vision_model", tower)
+
+
+def patch_grid(vision_config: Any) -> tuple[int, int]:
+    side = vision_config.image_size // vision_config.patch_size
+    return side, side
+
+
+def encode_and_score(
+    tower: torch.nn.Module, pixel_values: torch.Tensor, config: HIVTPConfig, feature_layer: int | list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Run the CLIP tower once -> (scores [M, P] fp32, patch features [M, P, Dv] of the feature layer(s))."""
+    encoder_layers = clip_core(tower).encoder.layers
+    config.check_encoder(len(encoder_layers))
+    dtype = next(tower.parameters()).dtype
+    hidden = tower(pixel_values.to(dtype), output_hidden_states=True).hidden_states  # L+1 x [M, N, Dv]
+    M, N, _ = hidden[0].shape
+    queries, keys = [], []
+    for layer in config.score_layers:
+        block = encoder_layers[layer]
+        attn = block.self_attn
+        x = block.layer_norm1(hidden[layer])  # [M, N, Dv]: the layer's own attention input
+        split = (M, N, attn.num_heads, attn.head_dim)
+        queries.append(attn.q_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
+        keys.append(attn.k_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
+    scores = importance_scores_from_qk(torch.stack(queries), torch.stack(keys))  # [M, P]
+    layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
+    features = torch.cat([hidden[layer][:, 1:] for layer in layers], dim=-1)  # [M, P, Dv * len(layers)]
+    return scores, features
+
+
+def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig):
+    """Score, select and project the kept tokens of a stack of images or crops."""
+    vision_config = model.config.vision_config
+    grid = patch_grid(vision_config)
+    feature_layer = config.resolve_feature_layer(
+        model.config.vision_feature_layer, vision_config.num_hidden_layers + 1
+    )
+    scores, features = encode_and_score(model.model.vision_tower, pixel_values, config, feature_layer)
+    if scores.shape[1] != grid[0] * grid[1]:
+        raise ValueError(f"the tower produced {scores.shape[1]} patch tokens, but its config implies a {grid[0]}x{grid[1]} grid")
+    indices, counts = select_tokens(scores, grid, config)  # [M, Kmax], [M]
+    projected = model.model.multi_modal_projector(gather_kept(features, indices))  # [M, Kmax, D]
+    return grid, indices, counts, projected
+
+
+def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig):
+    grid, indices, counts, projected = _select_and_project(model, pixel_values, config)
+    valid = torch.arange(indices.shape[1], device=indices.device) < counts[:, None]  # [M, Kmax]
+    full = torch.full_like(counts, grid[0] * grid[1])
+    return projected[valid], indices, counts, counts, full  # features [sum k, D]
+
+
+def _next_features(model: Any, pixel_values: torch.Tensor, image_sizes: torch.Tensor, config: HIVTPConfig):
+    """LLaVA-NeXT: select K per real crop, then HF's unpad and newline layout on the kept positions."""
+    cfg = model.config
+    crop_side = cfg.vision_config.image_size
+    num_crops = [image_size_to_num_patches(size, cfg.image_grid_pinpoints, crop_side) for size in image_sizes]
+    if pixel_values.dim() == 5:  # [B, max crops, 3, H, W], padded to the batch maximum
+        pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
+    grid, indices, counts, projected = _select_and_project(model, pixel_values, config)  # C crops
+    C, Kmax, D = projected.shape
+    P = grid[0] * grid[1]
+    kept = torch.zeros(C, P + 1, dtype=torch.bool, device=indices.device)
+    kept = kept.scatter(1, indices.masked_fill(indices < 0, P), True)[:, :P]  # [C, P]; column P: sentinel
+    # row of each (crop, patch) in projected.view(C * Kmax, D); only read where kept
+    slot = torch.zeros(C, P + 1, dtype=torch.int64, device=indices.device)
+    slot = slot.scatter(1, indices.masked_fill(indices < 0, P), torch.arange(Kmax, device=indices.device).expand(C, Kmax))
+    rows = (slot[:, :P] + torch.arange(C, device=indices.device)[:, None] * Kmax).flatten()  # [C * P]
+    table = torch.cat([projected.reshape(C * Kmax, D), model.model.image_newline[None].to(projected)])  # newline last
+    pieces, kept_tokens, full_tokens, start = [], [], [], 0
+    for size, n in zip(image_sizes, num_crops):
+        crop_grid = get_anyres_image_grid_shape(size, cfg.image_grid_pinpoints, crop_side) if n > 1 else (0, 0)
+        ids = next_image_layout(kept[start : start + n], grid, crop_grid, size)  # [k]: crop token ids, -1 newline
+        full_ids = next_image_layout(torch.ones_like(kept[start : start + n]), grid, crop_grid, size)
+        pieces.append(table[torch.where(ids >= 0, rows[start * P + ids.clamp(min=0)], C * Kmax)])
+        kept_tokens.append(len(ids))
+        full_tokens.append(len(full_ids))
+        start += n
+    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=indices.device)  # noqa: E731
+    return torch.cat(pieces), indices, counts, as_tensor(kept_tokens), as_tensor(full_tokens)
+
+
+def prune_inputs(
+    model: Any,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    pixel_values: torch.Tensor,
+    image_sizes: torch.Tensor | None,
+    config: HIVTPConfig,
+) -> PrunedInputs:
+    """Vision tower -> scores -> selection -> projector -> shorter, left-padded LLM input."""
+    check_model(model)
+    if isinstance(model, LlavaNextForConditionalGeneration):
+        if image_sizes is None:
+            raise ValueError("LLaVA-NeXT needs image_sizes")
+        features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config)
+    else:
+        features, indices, counts, kept, full = _llava_features(model, pixel_values, config)
+    text_config = model.config.text_config
+    pad_id = text_config.pad_token_id if text_config.pad_token_id is not None else 0
+    sequence = prune_sequence(input_ids, attention_mask, model.config.image_token_id, full, kept, pad_id)
+    return PrunedInputs(
+        inputs_embeds=sequence.embeds(model.get_input_embeddings(), features),
+        attention_mask=sequence.attention_mask,
+        position_ids=sequence.position_ids,
+        indices=indices,
+        counts=counts,
+        kept_tokens=kept,
+        full_tokens=full,
+        sequence=sequence,
+    )
+
+
+class HIVTPModel:
+    """A LLaVA model whose `forward` and `generate` see pruned visual tokens.
+
+    Every other attribute is the wrapped model's, so code written for the stock model (lmms-eval's
+    `llava_hf`, HF pipelines' `.config`, `.device`, `.eval()`) keeps working.
+    """
+
+    def __init__(self, model: Any, config: HIVTPConfig) -> None:
+        check_model(model)
+        self.model = model
+        self.hivtp_config = config
+        self.last_pruned: PrunedInputs | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "model":  # not set yet (e.g. during unpickling): avoid infinite recursion
+            raise AttributeError(name)
+        return getattr(self.model, name)
+
+    def prune(self, input_ids, attention_mask, pixel_values, image_sizes=None) -> PrunedInputs:
+        self.last_pruned = prune_inputs(self.model, input_ids, attention_mask, pixel_values, image_sizes, self.hivtp_config)
+        return self.last_pruned
+
+    def forward(self, input_ids=None, pixel_values=None, attention_mask=None, image_sizes=None, labels=None, **kwargs):
+        if pixel_values is None:
+            return self.model(input_ids=input_ids, attention_mask=attention_mask, labels=labels, **kwargs)
+        if kwargs.get("position_ids") is not None or kwargs.get("inputs_embeds") is not None:
+            raise ValueError("position_ids / inputs_embeds are rebuilt after pruning: pass input_ids and attention_mask only")
+        pruned = self.prune(input_ids, attention_mask, pixel_values, image_sizes)
+        if labels is not None:
+            labels = pruned.sequence.shrink(labels, fill=-100)
+        return self.model(
+            inputs_embeds=pruned.inputs_embeds,
+            attention_mask=pruned.attention_mask,
+            position_ids=pruned.position_ids,
+            labels=labels,
+            **kwargs,
+        )
+
+    __call__ = forward
+
+    def generate(self, input_ids=None, pixel_values=None, attention_mask=None, image_sizes=None, **kwargs):
+        """Like the stock `generate`: returns cat(original input_ids, new tokens)."""
+        if pixel_values is None:
+            return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        pruned = self.prune(input_ids, attention_mask, pixel_values, image_sizes)
+        out = self.model.generate(inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, **kwargs)
+        if isinstance(out, torch.Tensor):
+            return torch.cat([input_ids, out], dim=1)
+        out.sequences = torch.cat([input_ids, out.sequences], dim=1)
+        return out
+
+
+def apply(model: Any, config: HIVTPConfig | None = None) -> HIVTPModel:
+    """Wrap a HF LLaVA-1.5 / LLaVA-NeXT model with HIVTP pruning (paper defaults when config is None)."""
+    return HIVTPModel(model, config or HIVTPConfig())

@@ -1,0 +1,115 @@
+"""Sequence layout after pruning: shorter image runs, re-padded on the left. Pure torch.
+
+The processor expanded each `<image>` into the full feature count and the LLM checks that count,
+so pruning must shrink the *sequence*: image run m keeps its first kept_lengths[m] positions, the
+rest disappear, and rows are re-packed. Every backend (HF torch, TensorRT-LLM) builds its input
+from the same `PrunedSequence`, so they see identical sequences.
+
+Legend: B rows, S original length, T pruned length, M images in the batch (all rows), D hidden.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from transformers.models.llava_next.modeling_llava_next import unpad_image
+
+
+@dataclass(frozen=True)
+class PrunedSequence:
+    input_ids: torch.Tensor  # [B, T] original ids at kept positions (image token at image slots), pad elsewhere
+    attention_mask: torch.Tensor  # [B, T] left padded
+    position_ids: torch.Tensor  # [B, T] cumsum(mask) - 1, pads set to 1 (HF generate's rule)
+    feature_rows: torch.Tensor  # [B, T] row into the concatenated kept image features, -1 for text and pads
+    source_positions: torch.Tensor  # [B, T] position in the original row, -1 for pads
+
+    def shrink(self, values: torch.Tensor, fill: int) -> torch.Tensor:
+        """Carry a per-position tensor [B, S] (e.g. labels) over to the pruned layout -> [B, T]."""
+        picked = values.gather(1, self.source_positions.clamp(min=0))
+        return picked.masked_fill(self.source_positions < 0, fill)
+
+    def embeds(self, token_embedding: torch.nn.Module, features: torch.Tensor) -> torch.Tensor:
+        """Input embeddings [B, T, D]: token embeddings for text, kept features [sum k, D] at image slots."""
+        is_image = self.feature_rows >= 0  # [B, T]
+        text = token_embedding(self.input_ids.masked_fill(is_image, 0))  # [B, T, D]
+        image = features[self.feature_rows.clamp(min=0)].to(text.dtype)  # [B, T, D]
+        return torch.where(is_image[..., None], image, text)
+
+
+def prune_sequence(
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor | None,
+    image_token_id: int,
+    full_lengths: torch.Tensor,
+    kept_lengths: torch.Tensor,
+    pad_token_id: int,
+) -> PrunedSequence:
+    """Shorten each image run to its kept count and re-pad on the left.
+
+    input_ids, attention_mask: [B, S]; full_lengths, kept_lengths: [M] (images in row-major order of
+    their runs). Kept features are expected concatenated image after image: [sum(kept_lengths), D].
+    """
+    B, S = input_ids.shape
+    device = input_ids.device
+    mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
+    is_image = (input_ids == image_token_id) & mask  # [B, S]
+    n_tokens, n_expected = int(is_image.sum()), int(full_lengths.sum())
+    if n_tokens != n_expected:
+        raise ValueError(
+            f"image tokens and image features do not match: tokens {n_tokens}, features {n_expected}"
+        )
+    full_lengths, kept_lengths = full_lengths.to(device), kept_lengths.to(device)
+    full_end = full_lengths.cumsum(0)  # [M]
+    kept_start = kept_lengths.cumsum(0) - kept_lengths  # [M]
+    stream = is_image.flatten().cumsum(0).view(B, S) - 1  # [B, S]: index in the image-token stream
+    image = torch.searchsorted(full_end, stream.clamp(min=0), right=True).clamp(max=len(full_end) - 1)  # [B, S]
+    offset = stream - (full_end - full_lengths)[image]  # [B, S]: position inside its run
+    keep_image = is_image & (offset < kept_lengths[image])  # [B, S]
+    keep = (mask & ~is_image) | keep_image  # [B, S]
+
+    new_len = keep.sum(1)  # [B]
+    T = int(new_len.max())
+    dest = torch.where(keep, keep.cumsum(1) - 1 + (T - new_len)[:, None], torch.full_like(input_ids, T))  # [B, S]
+    positions = torch.arange(S, device=device).expand(B, S)
+
+    def scatter(values: torch.Tensor, fill: int) -> torch.Tensor:
+        out = torch.full((B, T + 1), fill, dtype=values.dtype, device=device)  # slot T: sentinel
+        return out.scatter(1, dest, values)[:, :T]  # [B, T]
+
+    new_mask = torch.arange(T, device=device)[None, :] >= (T - new_len)[:, None]  # [B, T]
+    position_ids = (new_mask.long().cumsum(1) - 1).masked_fill(~new_mask, 1)  # [B, T]
+    return PrunedSequence(
+        input_ids=scatter(input_ids, pad_token_id),
+        attention_mask=new_mask.long(),
+        position_ids=position_ids,
+        feature_rows=scatter(torch.where(keep_image, kept_start[image] + offset, -1), -1),
+        source_positions=scatter(positions, -1),
+    )
+
+
+def next_image_layout(
+    kept: torch.Tensor, grid: tuple[int, int], crop_grid: tuple[int, int], image_size: torch.Tensor
+) -> torch.Tensor:
+    """LLaVA-NeXT token order of one image after pruning, as crop-token ids (-1 = image_newline).
+
+    kept: [n, P] bool per crop (crop 0 = the base image). The base image's kept tokens come first,
+    in raster order. The other crops are arranged into one big grid exactly as HF's
+    `pack_image_features` does (crop_grid = (rows, cols) of crops), HF's `unpad_image` removes the
+    padding, and each unpadded row that keeps at least one token ends with one newline. With every
+    token kept this is HF's layout, token for token. Returns [k] int64 ids in [0, n * P) or -1.
+    """
+    n, P = kept.shape
+    h, w = grid
+    device = kept.device
+    base = torch.arange(P, device=device)[kept[0]]  # [k0]
+    newline = torch.tensor([-1], device=device)
+    if n == 1:
+        return torch.cat([base, newline]) if len(base) else base
+    rows, cols = crop_grid
+    ids = torch.arange(P, n * P, device=device).view(rows, cols, h, w).permute(0, 2, 1, 3).reshape(rows * h, cols * w)
+    ids = unpad_image(ids[None], image_size)[0]  # [H', W']
+    keep = kept.flatten()[ids]  # [H', W']
+    ids = torch.cat([ids, newline.expand(ids.shape[0], 1)], dim=1)  # [H', W' + 1]
+    keep = torch.cat([keep, keep.any(dim=1, keepdim=True)], dim=1)  # [H', W' + 1]
+    return torch.cat([base, ids[keep]])
