@@ -1,0 +1,32 @@
+"""Shared fixtures: tiny seeded LLaVA checkpoints, saved and reloaded like downloaded ones."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from transformers import AutoProcessor
+
+from hivtp.demo import build_tiny_llava, sample_image_path
+from hivtp.loading import load_llava
+
+
+@pytest.fixture(scope="session")
+def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("tiny")
+    return {kind: build_tiny_llava(root / kind, kind=kind, seed=0) for kind in ("llava", "llava_next")}
+
+
+@pytest.fixture(scope="session", params=["llava", "llava_next"])
+def tiny(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
+    """(kind, model, processor) loaded from disk with from_pretrained."""
+    model, _ = load_llava(tiny_dirs[request.param], dtype=None)
+    return request.param, model, AutoProcessor.from_pretrained(tiny_dirs[request.param])
+
+
+@pytest.fixture(scope="session")
+def two_images() -> list[Image.Image]:
+    """Two different images of different sizes (different NeXT crop grids)."""
+    base = Image.open(sample_image_path()).convert("RGB")
+    return [base, base.rotate(90).resize((200, 120))]

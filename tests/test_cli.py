@@ -1,0 +1,70 @@
+"""`hivtp generate`: the offline demo works; bad input gets one line and exit code 2."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hivtp.cli import main
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "hivtp.cli", *args], capture_output=True, text=True, timeout=300)
+
+
+def test_demo_runs_offline_and_reports_tokens_and_ttft() -> None:
+    result = run_cli("generate", "--max-new-tokens", "3")
+    assert result.returncode == 0, result.stderr
+    assert "random weights" in result.stdout
+    assert "visual tokens kept: 32 / 64 (paper mode)" in result.stdout
+    assert "TTFT:" in result.stdout
+
+
+def test_budget_and_a_checkpoint_directory(tiny_dirs, capsys) -> None:
+    assert main(["generate", "--model", str(tiny_dirs["llava_next"]), "--budget", "8", "--max-new-tokens", "2"]) == 0
+    out = capsys.readouterr().out
+    assert "random weights" not in out and "(budget mode)" in out
+
+
+@pytest.fixture()
+def bad_files(tmp_path: Path) -> dict[str, Path]:
+    corrupt = tmp_path / "corrupt.png"
+    corrupt.write_bytes(b"\x89PNG\r\n\x1a\nnot really")
+    not_llava = tmp_path / "bert"
+    not_llava.mkdir()
+    (not_llava / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    no_config = tmp_path / "empty"
+    no_config.mkdir()
+    return {"corrupt": corrupt, "not_llava": not_llava, "no_config": no_config}
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--image", "{corrupt}"], "cannot read image"),
+        (["--image", "/no/such/image.png"], "image not found"),
+        (["--model", "/no/such/dir"], "model directory not found"),
+        (["--model", "{not_llava}"], "holds a 'bert' model"),
+        (["--model", "{no_config}"], "no config.json"),
+        (["--budget", "0"], "expected a positive integer, got 0"),
+        (["--budget", "ten"], "expected a positive integer, got 'ten'"),
+        (["--score-layers", "6,7,30"], "go beyond the vision encoder's 10 layers"),
+        (["--regions", "2"], "regions must be two positive ints"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, bad_files, capsys) -> None:
+    assert exit_code(["generate", *[a.format(**bad_files) for a in args]]) == 2
+    err = capsys.readouterr().err.strip()
+    assert message in err and len(err.splitlines()) == 1 and err.startswith("hivtp: error:")
+
+
+def exit_code(argv: list[str]) -> int:
+    """main()'s return value, or the code argparse exits with."""
+    try:
+        return main(argv)
+    except SystemExit as exit_:
+        return int(exit_.code)

@@ -1,0 +1,56 @@
+"""Importance scores: the streaming Q/K form equals the attention-probability definition."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from hivtp import HIVTPConfig, importance_scores, importance_scores_from_qk
+from hivtp.runtime.hf import clip_core, encode_and_score
+
+
+def probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
+    """[L, B, H, N, d] x2 -> softmax(Q K^T / sqrt(d)) [L, B, H, N, N] in fp64."""
+    logits = q.double() @ k.double().transpose(-1, -2) * q.shape[-1] ** -0.5
+    return logits.softmax(-1)
+
+
+@pytest.mark.parametrize("shape,block", [((3, 2, 16, 577, 64), 128), ((1, 3, 2, 65, 8), 16), ((2, 1, 4, 50, 16), 7)])
+def test_streaming_equals_probability_form(shape, block) -> None:
+    torch.manual_seed(0)
+    q, k = torch.randn(shape) * 2, torch.randn(shape) * 2
+    streamed = importance_scores_from_qk(q, k, block_size=block)  # [B, P]
+    reference = importance_scores(probabilities(q, k)).to(torch.float64)
+    torch.testing.assert_close(streamed.double(), reference, rtol=1e-5, atol=0)
+    assert streamed.shape == (shape[1], shape[3] - 1) and streamed.dtype == torch.float32
+
+
+def test_definition_averages_all_rows_including_cls() -> None:
+    # uniform attention: every token receives 1/N from every row, whatever L, H
+    L, B, H, N = 2, 1, 3, 5
+    attn = torch.full((L, B, H, N, N), 1.0 / N)
+    torch.testing.assert_close(importance_scores(attn), torch.full((B, N - 1), 1.0 / N))
+    assert torch.allclose(importance_scores(list(attn)), importance_scores(attn))
+
+
+def test_scores_from_a_real_clip_tower_match_its_eager_attentions(tiny) -> None:
+    """Q/K rebuilt from layer_norm1(hidden_states[l]) give the tower's own attention maps."""
+    _, model, _ = tiny
+    tower = model.model.vision_tower
+    pixels = torch.randn(2, 3, 112, 112)
+    cfg = HIVTPConfig(score_layers=(2, 6, 7))
+    scores, features = encode_and_score(tower, pixels, cfg, feature_layer=-2)
+    tower.config._attn_implementation = "eager"
+    try:
+        attentions = tower(pixels, output_attentions=True).attentions  # 10 x [B, H, N, N]
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    expected = importance_scores([attentions[layer] for layer in cfg.score_layers])
+    torch.testing.assert_close(scores, expected, rtol=1e-5, atol=1e-7)
+    assert features.shape == (2, 64, tower.config.hidden_size)
+    assert len(clip_core(tower).encoder.layers) == 10
+
+
+def test_rejects_mismatched_q_and_k() -> None:
+    with pytest.raises(ValueError, match=r"\[L, B, H, N, d\]"):
+        importance_scores_from_qk(torch.zeros(1, 1, 1, 5, 4), torch.zeros(1, 1, 1, 6, 4))
