@@ -28,6 +28,7 @@ class PrunedInputs:
     inputs_embeds: torch.Tensor  # [B, T, D]
     attention_mask: torch.Tensor  # [B, T]
     position_ids: torch.Tensor  # [B, T]
+    features: torch.Tensor  # [sum of kept tokens, D] projected, image after image (NeXT: newlines included)
     indices: torch.Tensor  # [M or C, Kmax] kept patch indices per image (per crop for NeXT), -1 padded
     counts: torch.Tensor  # [M or C] kept patches per image / crop
     kept_tokens: torch.Tensor  # [M] visual tokens each image contributes after pruning (NeXT: incl. newlines)
@@ -154,6 +155,7 @@ def prune_inputs(
         inputs_embeds=sequence.embeds(model.get_input_embeddings(), features),
         attention_mask=sequence.attention_mask,
         position_ids=sequence.position_ids,
+        features=features,
         indices=indices,
         counts=counts,
         kept_tokens=kept,

@@ -1,0 +1,57 @@
+"""The small interface every generation backend implements, so a benchmark is one adapter per backend.
+
+The four steps are the ones a latency breakdown needs: CPU preprocessing, the vision path (tower,
+scoring, selection, projector), the LLM prefill that yields the first token, and decoding.
+Backends: torch (HF, CPU or CUDA; Triton kernels on CUDA) and TensorRT-LLM engines.
+
+Legend: B prompt rows, T pruned sequence length, D text hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import torch
+from PIL import Image
+
+from hivtp.runtime.layout import PrunedSequence
+
+
+@dataclass
+class Prepared:
+    """Processor outputs on the backend's device: input_ids, attention_mask, pixel_values, (image_sizes)."""
+
+    inputs: dict[str, torch.Tensor]
+
+
+@dataclass
+class VisionResult:
+    """Kept features and the pruned layout they go into."""
+
+    features: torch.Tensor  # [sum of kept tokens, D]: every image's kept tokens, image after image
+    sequence: PrunedSequence  # [B, T] layout shared by all backends
+    kept_tokens: torch.Tensor  # [images] visual tokens per image after pruning
+    full_tokens: torch.Tensor  # [images] visual tokens per image without pruning
+
+
+@dataclass
+class PrefillResult:
+    """First generated token per row plus whatever state decoding continues from (KV cache, handles)."""
+
+    first_tokens: torch.Tensor  # [B]
+    state: Any
+
+
+class Backend(Protocol):
+    name: str
+
+    def prepare(self, images: list[Image.Image], prompts: list[str]) -> Prepared: ...
+
+    def vision(self, prepared: Prepared) -> VisionResult: ...
+
+    def prefill(self, prepared: Prepared, vision: VisionResult) -> PrefillResult: ...
+
+    def decode(self, prefill: PrefillResult, new_tokens: int) -> torch.Tensor:
+        """Exactly `new_tokens` more tokens per row (no early EOS): [B, new_tokens]."""
+        ...
