@@ -87,6 +87,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from transformers.utils import logging as hf_logging
 
     hf_logging.set_verbosity_error()  # the CLI prints its own results; library chatter hides them
+    hf_logging.disable_progress_bar()
     run: Callable[[argparse.Namespace], None] = args.run
     try:
         run(args)
