@@ -16,11 +16,10 @@ from typing import Any
 
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, image_size_to_num_patches
 
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
-from hivtp.runtime.layout import PrunedSequence, next_image_layout, prune_sequence
+from hivtp.runtime.layout import PrunedSequence, crops_per_image, next_features, prune_sequence
 
 
 @dataclass(frozen=True)
@@ -105,31 +104,14 @@ def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig)
 def _next_features(model: Any, pixel_values: torch.Tensor, image_sizes: torch.Tensor, config: HIVTPConfig):
     """LLaVA-NeXT: select K per real crop, then HF's unpad and newline layout on the kept positions."""
     cfg = model.config
-    crop_side = cfg.vision_config.image_size
-    num_crops = [image_size_to_num_patches(size, cfg.image_grid_pinpoints, crop_side) for size in image_sizes]
+    num_crops = crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size)
     if pixel_values.dim() == 5:  # [B, max crops, 3, H, W], padded to the batch maximum
         pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
     grid, indices, counts, projected = _select_and_project(model, pixel_values, config)  # C crops
-    C, Kmax, D = projected.shape
-    P = grid[0] * grid[1]
-    kept = torch.zeros(C, P + 1, dtype=torch.bool, device=indices.device)
-    kept = kept.scatter(1, indices.masked_fill(indices < 0, P), True)[:, :P]  # [C, P]; column P: sentinel
-    # row of each (crop, patch) in projected.view(C * Kmax, D); only read where kept
-    slot = torch.zeros(C, P + 1, dtype=torch.int64, device=indices.device)
-    slot = slot.scatter(1, indices.masked_fill(indices < 0, P), torch.arange(Kmax, device=indices.device).expand(C, Kmax))
-    rows = (slot[:, :P] + torch.arange(C, device=indices.device)[:, None] * Kmax).flatten()  # [C * P]
-    table = torch.cat([projected.reshape(C * Kmax, D), model.model.image_newline[None].to(projected)])  # newline last
-    pieces, kept_tokens, full_tokens, start = [], [], [], 0
-    for size, n in zip(image_sizes, num_crops):
-        crop_grid = get_anyres_image_grid_shape(size, cfg.image_grid_pinpoints, crop_side) if n > 1 else (0, 0)
-        ids = next_image_layout(kept[start : start + n], grid, crop_grid, size)  # [k]: crop token ids, -1 newline
-        full_ids = next_image_layout(torch.ones_like(kept[start : start + n]), grid, crop_grid, size)
-        pieces.append(table[torch.where(ids >= 0, rows[start * P + ids.clamp(min=0)], C * Kmax)])
-        kept_tokens.append(len(ids))
-        full_tokens.append(len(full_ids))
-        start += n
-    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=indices.device)  # noqa: E731
-    return torch.cat(pieces), indices, counts, as_tensor(kept_tokens), as_tensor(full_tokens)
+    features, kept, full = next_features(
+        projected, indices, model.model.image_newline, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid
+    )
+    return features, indices, counts, kept, full
 
 
 def prune_inputs(

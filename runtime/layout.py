@@ -13,7 +13,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
-from transformers.models.llava_next.modeling_llava_next import unpad_image
+from transformers.models.llava_next.modeling_llava_next import (
+    get_anyres_image_grid_shape,
+    image_size_to_num_patches,
+    unpad_image,
+)
 
 
 @dataclass(frozen=True)
@@ -113,3 +117,44 @@ def next_image_layout(
     ids = torch.cat([ids, newline.expand(ids.shape[0], 1)], dim=1)  # [H', W' + 1]
     keep = torch.cat([keep, keep.any(dim=1, keepdim=True)], dim=1)  # [H', W' + 1]
     return torch.cat([base, ids[keep]])
+
+
+def crops_per_image(image_sizes: torch.Tensor, pinpoints: list, crop_side: int) -> list[int]:
+    """Real crops of each LLaVA-NeXT image (base image included); the processor pads to the batch maximum."""
+    return [image_size_to_num_patches(size, pinpoints, crop_side) for size in image_sizes]
+
+
+def next_features(
+    projected: torch.Tensor,
+    indices: torch.Tensor,
+    newline: torch.Tensor,
+    image_sizes: torch.Tensor,
+    pinpoints: list,
+    crop_side: int,
+    grid: tuple[int, int],
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """LLaVA-NeXT features in HF's order from per-crop selections; shared by every backend.
+
+    projected: [C, Kmax, D] kept, projected features of all real crops, image after image;
+    indices: [C, Kmax] their patch indices (ascending, -1 padded); newline: [D].
+    Returns (features [sum k, D], kept tokens per image [M], tokens per image without pruning [M]).
+    """
+    C, Kmax, D = projected.shape
+    P = grid[0] * grid[1]
+    device = indices.device
+    kept = torch.zeros(C, P + 1, dtype=torch.bool, device=device)
+    kept = kept.scatter(1, indices.masked_fill(indices < 0, P), True)[:, :P]  # [C, P]; column P: sentinel
+    # indices ascend, so patch p of crop c sits in slot (kept patches of c before p): its row below
+    rows = (kept.cumsum(1) - 1 + torch.arange(C, device=device)[:, None] * Kmax).flatten()  # [C * P]
+    table = torch.cat([projected.reshape(C * Kmax, D), newline[None].to(projected)])  # [C * Kmax + 1, D]
+    pieces, kept_tokens, full_tokens, start = [], [], [], 0
+    for size, n in zip(image_sizes, crops_per_image(image_sizes, pinpoints, crop_side)):
+        crop_grid = get_anyres_image_grid_shape(size, pinpoints, crop_side) if n > 1 else (0, 0)
+        ids = next_image_layout(kept[start : start + n], grid, crop_grid, size)  # [k]: crop token ids, -1 newline
+        full = next_image_layout(torch.ones_like(kept[start : start + n]), grid, crop_grid, size)
+        pieces.append(table[torch.where(ids >= 0, rows[start * P + ids.clamp(min=0)], C * Kmax)])  # [k, D]
+        kept_tokens.append(len(ids))
+        full_tokens.append(len(full))
+        start += n
+    counts = torch.tensor([kept_tokens, full_tokens], dtype=torch.int64, device=device)
+    return torch.cat(pieces), counts[0], counts[1]
