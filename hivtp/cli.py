@@ -59,7 +59,8 @@ def run_generate(args: argparse.Namespace) -> None:
     image = load_image(args.image or sample_image_path())
     with tempfile.TemporaryDirectory(prefix="hivtp-demo-") as scratch:
         model_dir = args.model or build_tiny_llava(scratch, kind="llava")
-        model, processor = load_llava(model_dir, device=args.device)
+        dtype = args.dtype if args.dtype != "auto" or args.device != "cpu" else "float32"
+        model, processor = load_llava(model_dir, dtype=dtype, device=args.device)
         result = answer(model, processor, image, args.prompt, config, args.max_new_tokens)
     if args.model is None:
         print("demo: built-in tiny LLaVA with random weights, so its text is random; pass --model DIR for a real checkpoint")
@@ -77,6 +78,10 @@ def build_parser() -> OneLineParser:
     gen.add_argument("--prompt", default="what color is the circle ?", help="question about the image")
     gen.add_argument("--max-new-tokens", type=positive_int, default=16)
     gen.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
+    gen.add_argument(
+        "--dtype", default="auto", choices=["auto", "float16", "bfloat16", "float32"],
+        help="weights dtype (auto: the checkpoint's on GPUs, float32 on the CPU)",
+    )
     add_config_arguments(gen)
     gen.set_defaults(run=run_generate)
     return parser

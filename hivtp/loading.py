@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import torch
 from PIL import Image, UnidentifiedImageError
 from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
@@ -38,9 +39,21 @@ def checkpoint_type(directory: str | Path) -> str:
     return model_type
 
 
+def check_device(device: str) -> torch.device:
+    """A torch device that exists on this machine."""
+    try:
+        parsed = torch.device(device)
+    except RuntimeError:
+        raise ValueError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from None
+    if parsed.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    return parsed
+
+
 def load_llava(directory: str | Path, dtype: Any = "auto", device: str = "cpu") -> tuple[Any, Any]:
     """(model, processor) from a local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory."""
     model_cls = MODEL_CLASSES[checkpoint_type(directory)]
+    check_device(device)
     try:
         model = model_cls.from_pretrained(directory, dtype=dtype)
         processor = AutoProcessor.from_pretrained(directory)

@@ -54,6 +54,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
         (["--budget", "ten"], "expected a positive integer, got 'ten'"),
         (["--score-layers", "6,7,30"], "go beyond the vision encoder's 10 layers"),
         (["--regions", "2"], "regions must be two positive ints"),
+        (["--device", "tpu9"], "unknown device 'tpu9'"),
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, bad_files, capsys) -> None:
