@@ -6,8 +6,12 @@ import argparse
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING
 
 from hivtp.config import HIVTPConfig
+
+if TYPE_CHECKING:
+    from hivtp.generate import Answer
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -52,11 +56,18 @@ def config_from(args: argparse.Namespace) -> HIVTPConfig:
 
 def run_generate(args: argparse.Namespace) -> None:
     from hivtp.demo import build_tiny_llava, sample_image_path
-    from hivtp.generate import answer
+    from hivtp.generate import Answer, answer
     from hivtp.loading import load_image, load_llava
 
+    image_path = args.image or sample_image_path()
+    if args.engine:
+        from hivtp.runtime.trtllm import generate_from_engine
+
+        text, kept, full, ttft = generate_from_engine(args.engine, image_path, args.prompt, args.max_new_tokens, args.plugin_lib)
+        report(Answer(text, kept, full, ttft, preprocess_s=0.0), mode="engine's")
+        return
     config = config_from(args)
-    image = load_image(args.image or sample_image_path())
+    image = load_image(image_path)
     with tempfile.TemporaryDirectory(prefix="hivtp-demo-") as scratch:
         model_dir = args.model or build_tiny_llava(scratch, kind="llava")
         dtype = args.dtype if args.dtype != "auto" or args.device != "cpu" else "float32"
@@ -64,8 +75,12 @@ def run_generate(args: argparse.Namespace) -> None:
         result = answer(model, processor, image, args.prompt, config, args.max_new_tokens)
     if args.model is None:
         print("demo: built-in tiny LLaVA with random weights, so its text is random; pass --model DIR for a real checkpoint")
+    report(result, mode=config.mode)
+
+
+def report(result: Answer, mode: str) -> None:
     print(f"answer: {result.text}")
-    print(f"visual tokens kept: {result.kept_tokens} / {result.full_tokens} ({config.mode} mode)")
+    print(f"visual tokens kept: {result.kept_tokens} / {result.full_tokens} ({mode} mode)")
     print(f"TTFT: {result.ttft_s * 1e3:.1f} ms (preprocessing {result.preprocess_s * 1e3:.1f} ms, not included)")
 
 
@@ -73,7 +88,10 @@ def build_parser() -> OneLineParser:
     parser = OneLineParser(prog="hivtp", description="HIVTP visual-token pruning for LLaVA")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     gen = commands.add_parser("generate", help="answer a prompt about an image with pruned visual tokens")
-    gen.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: built-in tiny demo)")
+    source = gen.add_mutually_exclusive_group()
+    source.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: built-in tiny demo)")
+    source.add_argument("--engine", help="engine directory from `hivtp build` (TensorRT-LLM 1.2.1 backend)")
+    gen.add_argument("--plugin-lib", help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
     gen.add_argument("--image", help="image file (default: the bundled sample image)")
     gen.add_argument("--prompt", default="what color is the circle ?", help="question about the image")
     gen.add_argument("--max-new-tokens", type=positive_int, default=16)
@@ -84,6 +102,11 @@ def build_parser() -> OneLineParser:
     )
     add_config_arguments(gen)
     gen.set_defaults(run=run_generate)
+    from hivtp import bench, fidelity, viz
+    from hivtp.build import pipeline
+
+    for module in (pipeline, bench, viz, fidelity):
+        module.add_parser(commands)
     return parser
 
 

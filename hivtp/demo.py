@@ -79,19 +79,23 @@ def tiny_config(kind: str, vocab_size: int, image_token_id: int):
     raise ValueError(f"unknown tiny model kind {kind!r} (expected 'llava' or 'llava_next')")
 
 
-def tiny_processor(kind: str, tokenizer: PreTrainedTokenizerFast):
+def tiny_processor(
+    kind: str, tokenizer: PreTrainedTokenizerFast, image_side: int = IMAGE_SIDE, patch: int = PATCH,
+    pinpoints: list[list[int]] = NEXT_PINPOINTS,
+):
+    """Processor for the demo tokenizer; image_side / patch / pinpoints let random-init 7B shapes reuse it."""
     image_args = dict(
-        size={"shortest_edge": IMAGE_SIDE}, crop_size={"height": IMAGE_SIDE, "width": IMAGE_SIDE},
+        size={"shortest_edge": image_side}, crop_size={"height": image_side, "width": image_side},
         image_mean=[0.5, 0.5, 0.5], image_std=[0.5, 0.5, 0.5],
     )
     # num_additional_image_tokens=1 counts the CLS token (transformers 4.57 expands one token too few otherwise)
     proc_args = dict(
-        tokenizer=tokenizer, patch_size=PATCH, vision_feature_select_strategy="default",
+        tokenizer=tokenizer, patch_size=patch, vision_feature_select_strategy="default",
         image_token="<image>", num_additional_image_tokens=1, chat_template=CHAT_TEMPLATE,
     )
     if kind == "llava":
         return LlavaProcessor(image_processor=CLIPImageProcessor(**image_args), **proc_args)
-    image_processor = LlavaNextImageProcessor(image_grid_pinpoints=NEXT_PINPOINTS, **image_args)
+    image_processor = LlavaNextImageProcessor(image_grid_pinpoints=pinpoints, **image_args)
     return LlavaNextProcessor(image_processor=image_processor, **proc_args)
 
 

@@ -8,6 +8,7 @@ from typing import Any
 
 import torch
 from PIL import Image, UnidentifiedImageError
+from safetensors import SafetensorError
 from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
@@ -57,6 +58,6 @@ def load_llava(directory: str | Path, dtype: Any = "auto", device: str = "cpu") 
     try:
         model = model_cls.from_pretrained(directory, dtype=dtype)
         processor = AutoProcessor.from_pretrained(directory)
-    except (OSError, ValueError, KeyError) as err:
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise ValueError(f"cannot load the checkpoint in {directory}: {str(err).splitlines()[0]}") from None
     return model.to(device).eval(), processor

@@ -65,38 +65,59 @@ def budget_window_count(spans: list[tuple[int, int, int, int]], k_local: int) ->
     return largest  # every patch is its own window: at least P >= k_local windows
 
 
+@dataclass(frozen=True)
+class SelectionLayout:
+    """The geometry as plain Python: usable where tensors must not be made (e.g. under FakeTensorMode)."""
+
+    grid: tuple[int, int]
+    region_of: tuple[int, ...]  # [P]
+    region_sizes: tuple[int, ...]  # [R]
+    region_quota: tuple[int, ...]  # [R]
+    window_of: tuple[int, ...]  # [P]
+    num_windows: int
+    kmax: int
+
+
+def _paint(grid: tuple[int, int], boxes: list[tuple[int, int, int, int]]) -> tuple[int, ...]:
+    """Row-major id map of a grid tiled by boxes (row0, row1, col0, col1): box i paints i."""
+    ids = [0] * (grid[0] * grid[1])
+    for i, (r0, r1, c0, c1) in enumerate(boxes):
+        for r in range(r0, r1):
+            ids[r * grid[1] + c0 : r * grid[1] + c1] = [i] * (c1 - c0)
+    return tuple(ids)
+
+
 @lru_cache(maxsize=64)
-def selection_geometry(grid: tuple[int, int], config: HIVTPConfig, device: torch.device) -> SelectionGeometry:
+def selection_layout(grid: tuple[int, int], config: HIVTPConfig) -> SelectionLayout:
     h, w = grid
     if h <= 0 or w <= 0:
         raise ValueError(f"grid must be two positive sides, got {grid}")
-    num_patches = h * w
     spans = _region_spans(grid, config.regions)
-    sizes = [(r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in spans]
-    quotas = [config.global_quota(size, len(spans)) for size in sizes]
+    sizes = tuple((r1 - r0) * (c1 - c0) for r0, r1, c0, c1 in spans)
+    quotas = tuple(config.global_quota(size, len(spans)) for size in sizes)
     if config.budget is None:
         windows = [win for span in spans for win in _tiles(*span, config.window)]
         kmax = sum(quotas) + len(windows)
     else:
-        k = min(config.budget, num_patches)
+        k = min(config.budget, h * w)
         n = budget_window_count(spans, k - sum(quotas))
         windows = [win for span in spans for win in _near_equal(*span, n)]
         kmax = k
+    boxes = [(r0, r1, c0, c1) for (r0, r1), (c0, c1) in windows]
+    return SelectionLayout(grid, _paint(grid, spans), sizes, quotas, _paint(grid, boxes), len(windows), kmax)
 
-    region_of = torch.empty(h, w, dtype=torch.int64)
-    for r, (r0, r1, c0, c1) in enumerate(spans):
-        region_of[r0:r1, c0:c1] = r
-    window_of = torch.empty(h, w, dtype=torch.int64)
-    for i, ((r0, r1), (c0, c1)) in enumerate(windows):
-        window_of[r0:r1, c0:c1] = i
-    starts = torch.tensor([0] + sizes[:-1], dtype=torch.int64).cumsum(0)
+
+@lru_cache(maxsize=64)
+def selection_geometry(grid: tuple[int, int], config: HIVTPConfig, device: torch.device) -> SelectionGeometry:
+    layout = selection_layout(grid, config)
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.int64, device=device)  # noqa: E731
     return SelectionGeometry(
         grid=grid,
-        region_of=region_of.flatten().to(device),
-        region_start=starts.to(device),
-        region_quota=torch.tensor(quotas, dtype=torch.int64, device=device),
-        window_of=window_of.flatten().to(device),
-        num_windows=len(windows),
-        num_global=sum(quotas),
-        kmax=kmax,
+        region_of=as_tensor(layout.region_of),
+        region_start=as_tensor((0,) + layout.region_sizes[:-1]).cumsum(0),
+        region_quota=as_tensor(layout.region_quota),
+        window_of=as_tensor(layout.window_of),
+        num_windows=layout.num_windows,
+        num_global=sum(layout.region_quota),
+        kmax=layout.kmax,
     )

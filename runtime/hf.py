@@ -56,10 +56,14 @@ def patch_grid(vision_config: Any) -> tuple[int, int]:
     return side, side
 
 
-def encode_and_score(
+def tower_qk(
     tower: torch.nn.Module, pixel_values: torch.Tensor, config: HIVTPConfig, feature_layer: int | list[int]
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Run the CLIP tower once -> (scores [M, P] fp32, patch features [M, P, Dv] of the feature layer(s))."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Run the CLIP tower once -> queries, keys [L, M, H, N, d] of the score layers, patch features [M, P, Dv'].
+
+    Q/K are rebuilt from each score layer's own attention input, layer_norm1(hidden_states[l]), before
+    the d^-0.5 scale, so SDPA stays on and no attention map is ever requested. Dv' = Dv * feature layers.
+    """
     encoder_layers = clip_core(tower).encoder.layers
     config.check_encoder(len(encoder_layers))
     dtype = next(tower.parameters()).dtype
@@ -69,14 +73,21 @@ def encode_and_score(
     for layer in config.score_layers:
         block = encoder_layers[layer]
         attn = block.self_attn
-        x = block.layer_norm1(hidden[layer])  # [M, N, Dv]: the layer's own attention input
+        x = block.layer_norm1(hidden[layer])  # [M, N, Dv]
         split = (M, N, attn.num_heads, attn.head_dim)
         queries.append(attn.q_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
         keys.append(attn.k_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
-    scores = importance_scores_from_qk(torch.stack(queries), torch.stack(keys))  # [M, P]
     layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
-    features = torch.cat([hidden[layer][:, 1:] for layer in layers], dim=-1)  # [M, P, Dv * len(layers)]
-    return scores, features
+    features = torch.cat([hidden[layer][:, 1:] for layer in layers], dim=-1)  # [M, P, Dv']
+    return torch.stack(queries), torch.stack(keys), features
+
+
+def encode_and_score(
+    tower: torch.nn.Module, pixel_values: torch.Tensor, config: HIVTPConfig, feature_layer: int | list[int]
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """-> (scores [M, P] fp32, patch features [M, P, Dv'])."""
+    queries, keys, features = tower_qk(tower, pixel_values, config, feature_layer)
+    return importance_scores_from_qk(queries, keys), features
 
 
 def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig):

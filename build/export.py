@@ -1,0 +1,123 @@
+"""The vision path of a HF LLaVA / LLaVA-NeXT model as one exportable module, and its ONNX export.
+
+`VisionPath` owns the model's CLIP tower and projector (composition: nothing is patched) and runs
+tower -> Q/K of the score layers -> hivtp::score -> hivtp::select on the feature layer's patch tokens
+-> projector, so the ONNX graph holds exactly two plugin nodes between stock layers. For LLaVA-NeXT the
+crops are the batch dimension; the unpad / image_newline layout stays on the host (it depends on each
+image's size, not on the pixels), as in `hivtp.runtime.hf`.
+
+Legend: B images (crops for NeXT), N = 1 + P tokens, P patches, Kmax kept slots, Dv vision width,
+D text hidden, L score layers, H heads, d head dim.
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+
+from hivtp.build import ops
+from hivtp.config import HIVTPConfig
+from hivtp.plugins.geometry import selection_layout
+from hivtp.runtime.hf import check_model, clip_core, patch_grid, tower_qk
+
+ONNX_OPSET = 18  # the dynamo exporter's own opset (17 would be down-converted); TensorRT 10.14 parses it
+INPUT_NAMES = ["pixel_values"]
+OUTPUT_NAMES = ["features", "counts", "indices"]
+EXTERNAL_DATA_BYTES = 1 << 30  # above this, weights go to `<name>.data` (protobuf stops at 2 GiB)
+
+
+class VisionPath(torch.nn.Module):
+    """pixel_values [B, 3, S, S] -> features [B, Kmax, D], counts [B] int32, indices [B, Kmax] int32.
+
+    Rows past counts[b] are the projector applied to zeros: read only the first counts[b] rows.
+    Indices are int32 (the plugin's type), ascending, -1 padded.
+    """
+
+    def __init__(self, model: Any, config: HIVTPConfig) -> None:
+        super().__init__()
+        check_model(model)
+        vision_config = model.config.vision_config
+        self.tower = model.model.vision_tower
+        self.projector = model.model.multi_modal_projector
+        self.hivtp_config = config
+        self.grid = patch_grid(vision_config)
+        self.image_size = vision_config.image_size
+        config.check_encoder(len(clip_core(self.tower).encoder.layers))
+        self.feature_layer = config.resolve_feature_layer(
+            model.config.vision_feature_layer, vision_config.num_hidden_layers + 1
+        )
+
+    @property
+    def kmax(self) -> int:
+        return selection_layout(self.grid, self.hivtp_config).kmax
+
+    def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        queries, keys, features = tower_qk(self.tower, pixel_values, self.hivtp_config, self.feature_layer)
+        scores = ops.score(queries, keys, self.hivtp_config)  # [B, P] fp32
+        selected, counts, indices = ops.select(scores, features, self.grid, self.hivtp_config)  # [B, Kmax, Dv]
+        return self.projector(selected), counts, indices  # [B, Kmax, D], [B], [B, Kmax]
+
+
+@dataclass(frozen=True)
+class ExportedVision:
+    path: Path  # the .onnx file (weights beside it in `<name>.data` when large)
+    kmax: int
+    grid: tuple[int, int]
+    image_size: int  # crop side S of pixel_values [B, 3, S, S]
+    hidden_size: int  # D of the projected features
+    dtype: torch.dtype
+
+
+def export_vision(
+    model: Any, config: HIVTPConfig, path: str | Path, max_batch: int = 8, dtype: torch.dtype | None = torch.float32
+) -> ExportedVision:
+    """Export `VisionPath(model, config)` to ONNX at `path` (dynamic batch up to max_batch) and check it.
+
+    dtype: the ONNX's weight and activation type (None: the model's). fp32 by default: fp16 / bf16
+    weights widen losslessly, TensorRT's FP16 / BF16 builder flag then picks the engine precision, and the
+    same file runs in the onnxruntime check. The model itself is not changed (a cast works on a copy).
+    """
+    path = Path(path)
+    module = VisionPath(model, config).eval()
+    if dtype is not None and dtype != next(module.parameters()).dtype:
+        module = copy.deepcopy(module).to(dtype)
+    dtype = next(module.tower.parameters()).dtype
+    side = module.image_size
+    # batch 2 in the example: torch.export specialises a dimension whose example size is 1
+    example = torch.zeros(2, 3, side, side, dtype=dtype, device=next(module.parameters()).device)
+    batch = torch.export.Dim("batch", min=1, max=max(max_batch, 2))
+    with torch.no_grad():
+        program = torch.onnx.export(
+            module, (example,), dynamo=True, opset_version=ONNX_OPSET, input_names=INPUT_NAMES,
+            output_names=OUTPUT_NAMES, dynamic_shapes=({0: batch},),
+            custom_translation_table=ops.translation_table(), verbose=False,
+        )
+    info = ExportedVision(path, module.kmax, module.grid, side, model.config.text_config.hidden_size, dtype)
+    program.model.metadata_props.update(
+        {"hivtp.config": json.dumps(config.to_dict()), "hivtp.grid": json.dumps(list(info.grid)), "hivtp.kmax": str(info.kmax)}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    program.save(path, external_data=weight_bytes > EXTERNAL_DATA_BYTES)
+    check_onnx(path)
+    return info
+
+
+def exported_config(path: str | Path) -> HIVTPConfig:
+    """The HIVTPConfig an exported file was built with (its `hivtp.config` metadata)."""
+    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    if "hivtp.config" not in metadata:
+        raise ValueError(f"{path} is not a hivtp vision export: no hivtp.config metadata")
+    return HIVTPConfig.from_dict(json.loads(metadata["hivtp.config"]))
+
+
+def check_onnx(path: str | Path) -> None:
+    """onnx.checker with the hivtp schemas registered (so plugin attributes are validated too)."""
+    ops.register_onnx_schemas()
+    onnx.checker.check_model(str(path), full_check=True)

@@ -1,0 +1,176 @@
+"""`hivtp bench`: one command for the three stages (`e2e`, `select`, `score`), any backend.
+
+Models come from a checkpoint (`--model DIR`) or from `--random-init NAME`: the real architecture's
+dimensions (configs shipped in hivtp/data/configs, `tiny` = the demo's config) with seeded random
+weights, so timings need no download; the output says so. 7B random models are built directly on the
+GPU in fp16/bf16 (fp32 7B weights do not fit a CPU host's memory), and refused on the CPU.
+The stages live in bench_e2e.py and bench_kernels.py; this module builds models and parses flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from importlib import resources
+from dataclasses import replace
+from pathlib import Path
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from PIL import Image
+from transformers import LlavaConfig, LlavaNextConfig
+
+from hivtp.config import HIVTPConfig
+from hivtp.demo import NEXT_PINPOINTS, sample_image_path, tiny_config, tiny_processor, tiny_tokenizer
+from hivtp.loading import MODEL_CLASSES, load_image, load_llava
+
+PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")
+# budgets per image (per crop for NeXT); tiny has an 8x8 grid, so its budgets are scaled down
+PRESET_BUDGETS = {"tiny": (32, 16, 8), "llava-1.5-7b": (192, 128, 64), "llava-next-7b": (128, 64, 32)}
+MODEL_TYPE_BUDGETS = {"llava": (192, 128, 64), "llava_next": (128, 64, 32)}
+DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16, "float32": torch.float32}
+CONFIG_CLASSES = {"llava": LlavaConfig, "llava_next": LlavaNextConfig}
+T = TypeVar("T")
+
+
+def preset_config(name: str, vocab_size: int, image_token_id: int) -> Any:
+    """HF config of a preset; the image token id is the demo tokenizer's (dimensions unchanged)."""
+    if name == "tiny":
+        return tiny_config("llava", vocab_size, image_token_id)
+    data = json.loads((resources.files("hivtp") / "data" / "configs" / f"{name}.json").read_text())
+    data.pop("_source", None)
+    config_cls = CONFIG_CLASSES[data.pop("model_type")]
+    data["image_token_index"] = image_token_id
+    data["text_config"] = {**data["text_config"], "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
+    return config_cls(**data)
+
+
+def build_on(device: torch.device, dtype: torch.dtype, build: Callable[[], T]) -> T:
+    """Construct modules with their parameters created directly on `device` in `dtype`."""
+    previous = torch.get_default_dtype()
+    torch.set_default_dtype(dtype)
+    try:
+        with device:
+            return build()
+    finally:
+        torch.set_default_dtype(previous)
+
+
+def random_llava(name: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> tuple[Any, Any]:
+    """(model, processor) with random weights, built on `device` in `dtype` (no fp32 copy on the host)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown --random-init {name!r}; expected one of {', '.join(PRESETS)}")
+    if name != "tiny" and device.type != "cuda":
+        raise ValueError(f"--random-init {name} needs a GPU (fp16 weights are ~14 GB); use --random-init tiny on the CPU")
+    tokenizer = tiny_tokenizer()
+    config = preset_config(name, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
+    torch.manual_seed(seed)
+    model = build_on(device, dtype, lambda: MODEL_CLASSES[config.model_type](config))
+    vision = config.vision_config
+    pinpoints = getattr(config, "image_grid_pinpoints", NEXT_PINPOINTS)
+    processor = tiny_processor(config.model_type, tokenizer, vision.image_size, vision.patch_size, pinpoints)
+    return model.eval(), processor
+
+
+def resolve_device(text: str | None) -> torch.device:
+    if text is None:
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(text)
+    except RuntimeError:
+        raise ValueError(f"unknown --device {text!r}") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
+    return device
+
+
+def resolve_dtype(text: str, device: torch.device) -> torch.dtype:
+    if text == "auto":
+        return torch.float16 if device.type == "cuda" else torch.float32
+    return DTYPES[text]
+
+
+def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, str]:
+    """(model, processor, label) from --model or --random-init."""
+    if args.model:
+        model, processor = load_llava(args.model, dtype=dtype, device=str(device))
+        return model, processor, Path(args.model).name
+    model, processor = random_llava(args.random_init, device, dtype)
+    return model, processor, args.random_init
+
+
+def default_budgets(args: argparse.Namespace, model_type: str) -> tuple[int, ...]:
+    if args.budgets:
+        return args.budgets
+    if args.random_init:
+        return PRESET_BUDGETS[args.random_init]
+    return MODEL_TYPE_BUDGETS[model_type]
+
+
+def configurations(budgets: tuple[int, ...], paper: HIVTPConfig) -> list[tuple[str, HIVTPConfig | None]]:
+    """full (stock, nothing scored or pruned), HIVTP paper mode, then one row per budget."""
+    return [("full", None), ("paper", paper)] + [(f"budget-{k}", replace(paper, budget=k)) for k in budgets]
+
+
+def bench_image(path: str | None, model: Any) -> Image.Image:
+    """The sample image (or --image). NeXT: resized to the largest square pinpoint, e.g. 672x672 =
+    base + 2x2 crops, so a per-crop budget K gives 5K tokens before newlines."""
+    image = load_image(path or sample_image_path())
+    pinpoints = getattr(model.config, "image_grid_pinpoints", None) if model is not None else None
+    side = max((h for h, w in pinpoints or () if h == w), default=None)
+    return image.resize((side, side)) if path is None and side else image
+
+
+def output_path(args: argparse.Namespace, stage: str, label: str, meta: dict[str, Any]) -> Path:
+    device = "CPU" if meta["device"].startswith("CPU") else meta["device"]
+    slug = "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{stage}-{label}-{device}-{meta['date_utc'][:10]}")
+    return Path(args.out_dir) / f"{slug}.json"
+
+
+def run_bench(args: argparse.Namespace) -> None:
+    from hivtp.bench_e2e import run_e2e
+    from hivtp.bench_kernels import run_kernels
+
+    if args.backend == "torch" and not (args.model or args.random_init):
+        raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
+    if args.backend == "trtllm" and args.stage != "e2e":
+        raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
+    if args.backend == "trtllm" and not args.engine:
+        raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    (run_e2e if args.stage == "e2e" else run_kernels)(args)
+
+
+def comma_ints(text: str) -> tuple[int, ...]:
+    from hivtp.cli import positive_int
+
+    return tuple(positive_int(part) for part in text.split(","))
+
+
+def add_parser(commands: Any) -> None:
+    """Register `hivtp bench` on the CLI's subparsers (OneLineParser: bad flags -> one line, exit 2)."""
+    from hivtp.cli import add_config_arguments, positive_int
+
+    bench = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
+    bench.add_argument("--stage", choices=("e2e", "select", "score"), default="e2e")
+    source = bench.add_mutually_exclusive_group()
+    source.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
+    source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
+    bench.add_argument("--backend", choices=("torch", "trtllm"), default="torch")
+    bench.add_argument("--engine", help="TensorRT-LLM engine directory (--backend trtllm)")
+    bench.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
+    bench.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float16 on CUDA, float32 on CPU")
+    bench.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
+    bench.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
+    bench.add_argument("--new-tokens", type=positive_int, default=16, help="fixed output length for e2e latency")
+    bench.add_argument("--warmup", type=int, default=2)
+    bench.add_argument("--repeats", type=positive_int, default=5)
+    bench.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
+    bench.add_argument("--image", help="image file (default: the bundled sample image)")
+    bench.add_argument("--prompt", default="describe the picture .")
+    bench.add_argument("--out-dir", default="results/bench", help="folder for the JSON and PNG")
+    add_config_arguments(bench)
+    bench.set_defaults(run=run_bench)
+

@@ -1,0 +1,167 @@
+"""Timers and result records shared by `hivtp bench`, `viz` and `fidelity`.
+
+Timing rule (STYLE.md item 7): warm-up calls first, then `repeats` timed calls; on CUDA each call
+sits between two CUDA events and the host synchronises once after the last repeat, so the timer
+itself adds no host sync inside a timed region (code under test may still sync, e.g. shape checks
+that read a count). On the CPU the clock is `time.perf_counter`. Reported: median and p90
+(nearest rank) in milliseconds.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+
+@dataclass(frozen=True)
+class Stats:
+    median_ms: float
+    p90_ms: float
+    repeats: int
+
+
+def summarize(samples_ms: list[float]) -> Stats:
+    ordered = sorted(samples_ms)
+    p90 = ordered[max(math.ceil(0.9 * len(ordered)) - 1, 0)]  # nearest rank
+    return Stats(median_ms=statistics.median(ordered), p90_ms=p90, repeats=len(ordered))
+
+
+def measure(
+    fn: Callable[[Any], Any],
+    device: torch.device,
+    warmup: int,
+    repeats: int,
+    setup: Callable[[], Any] = lambda: None,
+) -> Stats:
+    """Time `fn(setup())`; `setup` runs before each call, outside the timed region (e.g. a fresh KV cache)."""
+    if repeats <= 0 or warmup < 0:
+        raise ValueError(f"need repeats > 0 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
+    for _ in range(warmup):
+        fn(setup())
+    if device.type == "cuda":
+        events = []
+        for _ in range(repeats):
+            state = setup()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn(state)
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        return summarize([start.elapsed_time(end) for start, end in events])
+    samples = []
+    for _ in range(repeats):
+        state = setup()
+        t0 = time.perf_counter_ns()
+        fn(state)
+        samples.append((time.perf_counter_ns() - t0) / 1e6)
+    return summarize(samples)
+
+
+def reset_peak_memory(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+
+
+def peak_memory_mib(device: torch.device) -> float:
+    """CUDA: peak allocated since the last reset. CPU: the process's max RSS so far (cannot be reset)."""
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
+
+
+def git_commit() -> str:
+    try:
+        out = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,
+            cwd=Path(__file__).resolve().parent,
+        )
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return out.stdout.strip() if out.returncode == 0 and out.stdout.strip() else "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"CPU {cpu_model()} ({os.cpu_count()} cores visible)"
+
+
+def cpu_model() -> str:
+    """The 'model name' line of /proc/cpuinfo (Linux), else the machine type."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.machine()
+
+
+def run_metadata(device: torch.device) -> dict[str, Any]:
+    """What every result file records: device, UTC date, commit and library versions."""
+    import transformers
+
+    return {
+        "device": device_name(device),
+        "date_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "commit": git_commit(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "python": platform.python_version(),
+        "torch_threads": torch.get_num_threads(),
+    }
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> Path:
+    """Write via a temporary file in the same folder, then os.replace: readers never see half a file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=path.suffix)
+    os.close(fd)
+    try:
+        write(Path(tmp))
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the file the permissions open() would
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def write_json(path: Path, record: dict[str, Any]) -> Path:
+    return write_atomic(path, lambda tmp: tmp.write_text(json.dumps(record, indent=2, default=_jsonable) + "\n"))
+
+
+def save_figure(path: Path, figure: Any) -> Path:
+    """Save a matplotlib figure as PNG, atomically, and free it."""
+    import matplotlib.pyplot as plt
+
+    try:
+        return write_atomic(path, lambda tmp: figure.savefig(tmp, format="png", dpi=110, bbox_inches="tight"))
+    finally:
+        plt.close(figure)
+
+
+def _jsonable(value: Any) -> Any:
+    if isinstance(value, Stats):
+        return asdict(value)
+    if isinstance(value, (torch.dtype, torch.device, Path)):
+        return str(value)
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

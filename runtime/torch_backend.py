@@ -1,0 +1,117 @@
+"""The torch backend: HF LLaVA-1.5 / LLaVA-NeXT on CPU or CUDA, behind the `Backend` protocol.
+
+`config=None` means *no pruning*: the stock HF vision path (tower -> feature layer -> projector, and
+NeXT's unpad + newline packing) with no scoring at all, so a "full" benchmark row costs what the
+stock model costs. `HIVTPConfig(budget=huge)` would not: it still scores every token. With a config,
+vision is `hivtp.runtime.hf.prune_inputs`. Prefill and decode run the stock model on
+`inputs_embeds` with a KV cache, projecting only the last position through `lm_head`
+(`logits_to_keep=1`). Decoding is greedy for exactly the requested number of tokens (no EOS stop),
+so random-weight models produce a fixed output length.
+
+Legend: B prompt rows, T pruned length, D text hidden size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+from PIL import Image
+from transformers import LlavaNextForConditionalGeneration
+
+from hivtp.config import HIVTPConfig
+from hivtp.generate import build_prompt
+from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult
+from hivtp.runtime.hf import check_model, prune_inputs
+from hivtp.runtime.layout import prune_sequence
+
+
+@dataclass
+class DecodeState:
+    """What decoding continues from. The cache grows in place: one prefill feeds one decode."""
+
+    cache: Any  # HF Cache of the prefill
+    attention_mask: torch.Tensor  # [B, T]
+    last_position: torch.Tensor  # [B] position id of the last prefilled token
+
+
+class TorchBackend:
+    """prepare / vision / prefill / decode on a HF LLaVA model; `config=None` = stock, nothing pruned."""
+
+    name = "torch"
+
+    def __init__(self, model: Any, processor: Any, config: HIVTPConfig | None) -> None:
+        check_model(model)
+        self.model, self.processor, self.config = model, processor, config
+
+    def prepare(self, images: list[Image.Image], prompts: list[str]) -> Prepared:
+        """CPU preprocessing (image processor + tokenizer), then one copy to the model's device."""
+        if len(images) != len(prompts):
+            raise ValueError(f"one image per prompt: got {len(images)} images and {len(prompts)} prompts")
+        texts = [build_prompt(self.processor, prompt) for prompt in prompts]
+        batch = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
+        inputs = {name: value.to(self.model.device) for name, value in batch.items()}
+        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
+        return Prepared(inputs=inputs)
+
+    @torch.inference_mode()
+    def vision(self, prepared: Prepared) -> VisionResult:
+        x = prepared.inputs
+        if self.config is None:
+            return self._stock_vision(x)
+        pruned = prune_inputs(
+            self.model, x["input_ids"], x.get("attention_mask"), x["pixel_values"], x.get("image_sizes"), self.config
+        )
+        return VisionResult(
+            features=pruned.features, sequence=pruned.sequence,
+            kept_tokens=pruned.kept_tokens, full_tokens=pruned.full_tokens,
+        )
+
+    def _stock_vision(self, x: dict[str, torch.Tensor]) -> VisionResult:
+        """HF's own get_image_features (NeXT: packed with newlines), laid out with nothing pruned."""
+        cfg = self.model.config
+        kwargs = dict(
+            pixel_values=x["pixel_values"], vision_feature_layer=cfg.vision_feature_layer,
+            vision_feature_select_strategy=cfg.vision_feature_select_strategy,
+        )
+        if isinstance(self.model, LlavaNextForConditionalGeneration):
+            kwargs["image_sizes"] = x["image_sizes"]
+        out = self.model.model.get_image_features(**kwargs)
+        per_image = list(getattr(out, "pooler_output", out))  # transformers 5 wraps it in an output object
+        lengths = torch.tensor([len(f) for f in per_image], device=x["input_ids"].device)  # [M]
+        pad_id = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
+        sequence = prune_sequence(x["input_ids"], x.get("attention_mask"), cfg.image_token_id, lengths, lengths, pad_id)
+        return VisionResult(features=torch.cat(per_image), sequence=sequence, kept_tokens=lengths, full_tokens=lengths)
+
+    @torch.inference_mode()
+    def prefill(self, prepared: Prepared, vision: VisionResult) -> PrefillResult:
+        """LLM over the pruned sequence -> greedy first token [B] + KV cache."""
+        seq = vision.sequence
+        embeds = seq.embeds(self.model.get_input_embeddings(), vision.features)  # [B, T, D]
+        out = self.model(
+            inputs_embeds=embeds, attention_mask=seq.attention_mask, position_ids=seq.position_ids,
+            use_cache=True, logits_to_keep=1,
+        )
+        first = out.logits[:, -1].argmax(-1)  # [B]
+        return PrefillResult(first_tokens=first, state=DecodeState(out.past_key_values, seq.attention_mask, seq.position_ids[:, -1]))
+
+    @torch.inference_mode()
+    def decode(self, prefill: PrefillResult, new_tokens: int) -> torch.Tensor:
+        """Exactly `new_tokens` greedy tokens after the first one: [B, new_tokens]. Consumes the prefill's cache."""
+        state: DecodeState = prefill.state
+        token, mask, position, cache = prefill.first_tokens, state.attention_mask, state.last_position, state.cache
+        generated = []
+        for _ in range(new_tokens):
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)  # [B, T + i + 1]
+            position = position + 1  # [B]
+            out = self.model(
+                input_ids=token[:, None], attention_mask=mask, position_ids=position[:, None],
+                past_key_values=cache, use_cache=True, logits_to_keep=1,
+            )
+            cache = out.past_key_values
+            token = out.logits[:, -1].argmax(-1)  # [B]
+            generated.append(token)
+        if not generated:
+            return token.new_empty(token.shape[0], 0)
+        return torch.stack(generated, dim=1)  # [B, new_tokens]

@@ -1,0 +1,125 @@
+"""`hivtp bench`: the e2e stage on the tiny random model writes a valid table, JSON and PNG; the torch
+backend generates what the stock model generates; select/score run on the CPU; bad input: exit 2."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+
+import pytest
+import torch
+from PIL import Image
+
+import hivtp.cli
+from hivtp import HIVTPConfig, apply
+from hivtp.runtime.torch_backend import TorchBackend
+from hivtp.timing import measure, summarize, write_atomic
+
+FAST = ["--warmup", "0", "--repeats", "1"]
+
+
+def cli_main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
+    """hivtp.cli.main with bench / viz / fidelity registered (a no-op once hivtp/cli.py registers them)."""
+    from hivtp import bench, fidelity, viz
+
+    build = hivtp.cli.build_parser
+
+    def build_with_ours() -> argparse.ArgumentParser:
+        parser = build()
+        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+        for module in (bench, viz, fidelity):
+            if module.__name__.rsplit(".", 1)[1] not in commands.choices:
+                module.add_parser(commands)
+        return parser
+
+    monkeypatch.setattr(hivtp.cli, "build_parser", build_with_ours)
+    return hivtp.cli.main(argv)
+
+
+def test_e2e_tiny_writes_table_json_and_png(tmp_path, monkeypatch, capsys) -> None:
+    argv = ["bench", "--random-init", "tiny", "--stage", "e2e", "--new-tokens", "3", "--out-dir", str(tmp_path), *FAST]
+    assert cli_main(argv, monkeypatch) == 0
+    out = capsys.readouterr().out
+    assert "random weights" in out and "TTFT" in out and "-50%" in out
+    (json_path,) = tmp_path.glob("e2e-tiny-*.json")
+    record = json.loads(json_path.read_text())
+    for key in ("device", "date_utc", "commit", "torch", "transformers", "dtype", "image_size", "rows"):
+        assert key in record
+    kept = {row["config"]: row["kept_tokens_per_image"] for row in record["rows"]}
+    assert kept == {"full": 64, "paper": 32, "budget-32": 32, "budget-16": 16, "budget-8": 8}
+    for row in record["rows"]:
+        assert row["ttft"]["median_ms"] > 0 and row["bound_ms"] > 0 and row["decode_tokens_per_s"] > 0
+        assert row["ttft_over_bound"] == pytest.approx(row["ttft"]["median_ms"] / row["bound_ms"])
+    with Image.open(json_path.with_suffix(".png")) as png:
+        assert png.format == "PNG" and png.size[0] > 300
+    assert not list(tmp_path.glob(".*"))  # no temporary files left behind
+
+
+@pytest.mark.parametrize("stage", ["select", "score"])
+def test_kernel_stages_on_cpu_report_reference_only(stage, tmp_path, monkeypatch, capsys) -> None:
+    argv = ["bench", "--random-init", "tiny", "--stage", stage, "--batch", "1,3", "--out-dir", str(tmp_path), *FAST]
+    assert cli_main(argv, monkeypatch) == 0
+    assert "not timed (no CUDA device)" in capsys.readouterr().out
+    (json_path,) = tmp_path.glob(f"{stage}-tiny-*.json")
+    rows = json.loads(json_path.read_text())["rows"]
+    assert [(r["impl"], r["batch"]) for r in rows] == [("reference", 1), ("reference", 3)]
+    assert all(r["meets_target"] is None and r["share_of_encoder"] > 0 for r in rows)
+    assert ("gb_per_s" in rows[0]) == (stage == "score")
+
+
+def test_torch_backend_full_equals_stock_generate_and_pruned_equals_wrapper(tiny, two_images) -> None:
+    kind, model, processor = tiny
+    prompts = ["what color is the circle ?", "describe the picture"]
+    full = TorchBackend(model, processor, None)
+    prepared = full.prepare(two_images, prompts)
+    prefill = full.prefill(prepared, full.vision(prepared))
+    ours = torch.cat([prefill.first_tokens[:, None], full.decode(prefill, 3)], dim=1)  # [B, 4]
+    stock = model.generate(**prepared.inputs, max_new_tokens=4, min_new_tokens=4, do_sample=False)
+    torch.testing.assert_close(ours, stock[:, prepared.inputs["input_ids"].shape[1]:], rtol=0, atol=0)
+
+    config = HIVTPConfig(budget=8)
+    pruned = TorchBackend(model, processor, config)
+    vision = pruned.vision(prepared)
+    wrapped = apply(model, config).generate(**prepared.inputs, max_new_tokens=1, do_sample=False)
+    torch.testing.assert_close(pruned.prefill(prepared, vision).first_tokens, wrapped[:, -1], rtol=0, atol=0)
+    assert (vision.kept_tokens < vision.full_tokens).all()
+
+
+def test_timing_stats_and_atomic_write(tmp_path) -> None:
+    stats = summarize([float(x) for x in range(1, 11)])
+    assert (stats.median_ms, stats.p90_ms, stats.repeats) == (5.5, 9.0, 10)
+    calls = []
+    assert measure(lambda state: calls.append(state), torch.device("cpu"), warmup=2, repeats=3, setup=lambda: 7).repeats == 3
+    assert calls == [7] * 5
+
+    def broken(tmp):
+        tmp.write_text("half")
+        raise RuntimeError("disk full")
+
+    with pytest.raises(RuntimeError):
+        write_atomic(tmp_path / "x.json", broken)
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--random-init", "llava-1.5-7b", "--device", "cpu"], "needs a GPU"),
+        (["--backend", "trtllm", "--engine", "/nonexistent"], "needs tensorrt_llm 1.2.1"),
+        (["--backend", "trtllm"], "needs --engine DIR"),
+        (["--random-init", "tiny", "--budget", "8"], "pass --budgets"),
+        (["--random-init", "tiny", "--batch", "0"], "expected a positive integer, got 0"),
+        (["--random-init", "tiny", "--model", "x"], "not allowed with argument"),
+        (["--stage", "e2e"], "pass --model DIR (a checkpoint) or --random-init"),
+    ],
+)
+def test_bad_input_one_line_exit_2(args, message, monkeypatch, capsys) -> None:
+    if "tensorrt_llm" in message and importlib.util.find_spec("tensorrt_llm") is not None:
+        pytest.skip("tensorrt_llm is installed here")
+    try:
+        code = cli_main(["bench", *args], monkeypatch)
+    except SystemExit as exit_:
+        code = exit_.code
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and len(err.strip().splitlines()) == 1, err

@@ -1,0 +1,183 @@
+"""`hivtp build` end to end on tiny checkpoints: --onnx-only output, --force, atomic replacement, the
+TensorRT stages' one-line refusal without TensorRT, and decoder sizes from the pruned token count."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from hivtp.build import pipeline
+from hivtp.build.manifest import MANIFEST_NAME, check_manifest
+from hivtp.config import HIVTPConfig
+from hivtp.loading import load_llava
+
+HAVE_TRT = all(importlib.util.find_spec(p) is not None for p in ("tensorrt", "tensorrt_llm"))
+needs_export = pytest.mark.skipif(
+    any(importlib.util.find_spec(p) is None for p in ("onnx", "onnxscript")), reason="needs onnx and onnxscript"
+)
+
+
+def run(capsys, *argv: str | Path) -> tuple[int, str]:
+    """pipeline.main in-process -> (exit code, stderr)."""
+    code = pipeline.main([str(a) for a in argv])
+    return code, capsys.readouterr().err
+
+
+def one_error_line(stderr: str) -> str:
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("hivtp: error: "), stderr
+    return lines[0]
+
+
+def leftovers(parent: Path) -> list[str]:
+    return [p.name for p in parent.iterdir() if ".building-" in p.name or ".old-" in p.name]
+
+
+@needs_export
+@pytest.mark.parametrize("kind, extra", [("llava", []), ("llava_next", ["--budget", "10"])])
+def test_onnx_only_end_to_end(capsys, tiny_dirs, tmp_path, kind, extra) -> None:
+    import onnx
+
+    from hivtp.build.export import exported_config
+
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs[kind], "--output", out, "--onnx-only", "--max-batch", "2", *extra)
+    assert code == 0, err
+    manifest = check_manifest(out, verify_files=True)
+    facts = manifest["build"]
+    config = HIVTPConfig(budget=10) if extra else HIVTPConfig()
+    assert HIVTPConfig.from_dict(manifest["hivtp_config"]) == config == exported_config(out / facts["onnx"])
+    assert facts["model_type"] == kind and facts["onnx_only"] and facts["vision_engine"] is None
+    onnx.checker.check_model(str(out / facts["onnx"]))
+    if kind == "llava":
+        assert facts["kmax"] == 32 and facts["max_multimodal_len"] == 2 * 32 and facts["max_vision_batch"] == 2
+    else:  # worst pinpoint 2x2 crops: base 10 + 4 * 10 + min(2 * 8 rows, 40) newlines
+        assert facts["kmax"] == 10 and facts["max_visual_tokens_per_image"] == 66
+        assert facts["max_multimodal_len"] == 2 * 66 and facts["max_vision_batch"] == 2 * 5
+        assert "vision/image_newline.safetensors" in manifest["files"]
+    assert facts["max_input_len"] == 512 + facts["max_visual_tokens_per_image"]
+    assert oct(out.stat().st_mode & 0o777) != oct(0o700), "the scratch directory's 0700 must not leak"
+    assert not leftovers(tmp_path)
+
+
+@pytest.fixture()
+def old_output(tmp_path: Path) -> Path:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "marker").write_text("previous build")
+    return out
+
+
+@needs_export
+def test_existing_output_needs_force(capsys, tiny_dirs, old_output) -> None:
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only")
+    assert code == 2 and "pass --force" in one_error_line(err)
+    assert (old_output / "marker").read_text() == "previous build"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only", "--force")
+    assert code == 0, err
+    assert not (old_output / "marker").exists() and (old_output / MANIFEST_NAME).is_file()
+    assert not leftovers(old_output.parent)
+
+
+@needs_export
+def test_failing_stage_leaves_the_old_output(capsys, tiny_dirs, old_output) -> None:
+    """The export stage refuses score layers the tower lacks: exit 2, one line, previous OUT untouched."""
+    argv = ["--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only", "--force", "--score-layers", "1,40"]
+    code, err = run(capsys, *argv)
+    assert code == 2 and "score_layers" in one_error_line(err)
+    assert sorted(p.name for p in old_output.iterdir()) == ["marker"]
+    assert not leftovers(old_output.parent)
+
+
+@needs_export
+def test_crash_in_a_stage_leaves_the_old_output(tiny_dirs, old_output, tmp_path) -> None:
+    """Any exception (here: truncated weights) removes the scratch directory and keeps OUT."""
+    broken = tmp_path / "broken"
+    shutil.copytree(tiny_dirs["llava"], broken)
+    (broken / "model.safetensors").write_bytes((tiny_dirs["llava"] / "model.safetensors").read_bytes()[:1000])
+    options = pipeline.BuildOptions(model_dir=broken, output=old_output, config=HIVTPConfig(), onnx_only=True, force=True)
+    with pytest.raises(Exception):
+        pipeline.build(options)
+    assert sorted(p.name for p in old_output.iterdir()) == ["marker"]
+    assert not leftovers(tmp_path)
+
+
+def test_output_must_not_be_the_checkpoint(capsys, tiny_dirs) -> None:
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", tiny_dirs["llava"], "--onnx-only", "--force")
+    assert code == 2 and "would replace the checkpoint" in one_error_line(err)
+    assert (tiny_dirs["llava"] / "config.json").is_file()
+
+
+@pytest.mark.skipif(HAVE_TRT, reason="tensorrt and tensorrt_llm are installed: the refusal cannot happen")
+def test_trt_stages_without_tensorrt_exit_2(capsys, tiny_dirs, tmp_path) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out)
+    line = one_error_line(err)
+    assert code == 2 and "not installed" in line and "TensorRT 10.14" in line and "TensorRT-LLM 1.2.1" in line
+    assert "--onnx-only" in line
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize("argv, message", [(["--dtype", "fp32"], "invalid choice"), (["--max-batch", "0"], "positive integer")])
+def test_bad_arguments_one_line(capsys, tiny_dirs, tmp_path, argv, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        pipeline.main(["--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), *argv])
+    assert exit_info.value.code == 2 and message in one_error_line(capsys.readouterr().err)
+
+
+@torch.inference_mode()
+def test_max_visual_tokens_bounds_the_pruned_count(tiny_dirs, two_images) -> None:
+    """NeXT: nothing pruned on an image of a pinpoint's aspect gives HF's count; pruned counts stay below."""
+    import hivtp
+
+    model, processor = load_llava(tiny_dirs["llava_next"], dtype=torch.float32)
+    square = two_images[0]  # 224 x 224: the 2x2 pinpoint, no padding
+    for config in (HIVTPConfig(budget=10**6), HIVTPConfig(), HIVTPConfig(budget=3)):
+        kmax = hivtp.select_tokens(torch.zeros(1, 64), (8, 8), config)[0].shape[1]
+        bound = pipeline.max_visual_tokens(model.config, kmax)
+        for image in (square, two_images[1]):
+            inputs = processor(images=[image], text=["<image> describe"], return_tensors="pt")
+            pruned = hivtp.prune_inputs(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"],
+                                        inputs["image_sizes"], config)
+            assert int(pruned.kept_tokens[0]) <= bound
+            if config.budget == 10**6 and image is square:
+                assert int(pruned.full_tokens[0]) == bound
+
+
+@needs_export
+def test_hivtp_cli_has_build(capsys, tiny_dirs, tmp_path) -> None:
+    from hivtp import cli
+
+    try:
+        cli.build_parser().parse_args(["build", "--model", "m", "--output", "o"])
+    except SystemExit:
+        pytest.skip("`build` is not wired into hivtp/cli.py yet (pipeline.add_parser)")
+    code = cli.main(["build", "--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), "--onnx-only"])
+    assert code == 0 and (tmp_path / "o" / MANIFEST_NAME).is_file()
+
+
+def _missing_for_engines() -> str | None:
+    if not HAVE_TRT:
+        return "needs tensorrt 10.14 and tensorrt_llm 1.2.1 (not installed)"
+    if not torch.cuda.is_available():
+        return "needs a CUDA GPU"
+    if not os.environ.get(pipeline.PLUGIN_ENV):
+        return f"needs ${pipeline.PLUGIN_ENV} (libhivtp_plugin.so)"
+    return None
+
+
+@pytest.mark.skipif(_missing_for_engines() is not None, reason=str(_missing_for_engines()))
+def test_full_build_with_tensorrt(capsys, tiny_dirs, tmp_path) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--max-batch", "2", "--max-text-len", "64",
+                    "--max-new-tokens", "8")
+    assert code == 0, err
+    manifest = check_manifest(out, os.environ[pipeline.PLUGIN_ENV], verify_files=True)
+    assert (out / manifest["build"]["vision_engine"]).is_file() and (out / "decoder" / "config.json").is_file()
+    assert json.loads((out / "decoder" / "config.json").read_text())["build_config"]["max_prompt_embedding_table_size"] == 64

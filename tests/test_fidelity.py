@@ -1,0 +1,56 @@
+"""`hivtp fidelity` on the tiny random model: runs offline, baselines keep exactly K tokens, and with
+nothing pruned every method reproduces the full model's answer (KL 0)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from test_bench import cli_main
+
+from hivtp.demo import sample_image_path
+from hivtp.fidelity import baseline_indices
+from hivtp.loading import load_image
+
+
+@pytest.fixture()
+def image_folder(tmp_path):
+    folder = tmp_path / "images"
+    folder.mkdir()
+    image = load_image(sample_image_path())
+    image.save(folder / "a.png")
+    image.rotate(90).resize((200, 120)).save(folder / "b.jpg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_fidelity_tiny_model(image_folder, tmp_path, monkeypatch, capsys) -> None:
+    out = tmp_path / "fidelity.json"
+    argv = ["fidelity", "--images", str(image_folder), "--budgets", "64,8", "--max-new-tokens", "3", "--out", str(out)]
+    assert cli_main(argv, monkeypatch) == 0
+    assert "random weights" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert {"device", "date_utc", "commit", "rows", "per_image"} <= set(record)
+    rows = {(r["budget"], r["method"]): r for r in record["rows"]}
+    assert set(rows) == {(k, m) for k in (64, 8) for m in ("hivtp", "uniform", "random")}
+    assert all(r["images"] == 2 for r in rows.values())
+    for method in ("hivtp", "uniform", "random"):  # budget 64 = all 64 patches: nothing pruned
+        assert rows[(64, method)]["same_answer_rate"] == 1.0
+        assert rows[(64, method)]["mean_first_token_kl"] == pytest.approx(0.0, abs=1e-5)
+    assert all(r["mean_first_token_kl"] >= -1e-6 for r in rows.values())
+
+
+@pytest.mark.parametrize("method", ["uniform", "random"])
+def test_baselines_keep_exactly_k_sorted_unique(method) -> None:
+    generator = torch.Generator().manual_seed(0)
+    for k in (1, 7, 64, 100):
+        indices = baseline_indices(method, 3, 64, k, generator)
+        assert indices.shape == (3, min(k, 64))
+        for row in indices:
+            assert row.unique().tolist() == row.tolist() and 0 <= row.min() and row.max() < 64
+
+
+def test_empty_folder_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
+    assert cli_main(["fidelity", "--images", str(tmp_path)], monkeypatch) == 2
+    assert capsys.readouterr().err.startswith("hivtp: error: no images (.png")

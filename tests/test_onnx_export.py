@@ -1,0 +1,150 @@
+"""Vision-path ONNX export: custom ops, shapes, checker, the ONNX -> plugin contract, and onnxruntime
+(hivtp nodes run by the reference) = the torch backend on tiny LLaVA and LLaVA-NeXT."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnx
+import pytest
+import torch
+
+pytest.importorskip("onnxscript")
+from hivtp.build import ops  # noqa: E402
+from hivtp.build.export import ONNX_OPSET, exported_config, export_vision  # noqa: E402
+from hivtp.config import HIVTPConfig  # noqa: E402
+from hivtp.loading import load_llava  # noqa: E402
+from hivtp.plugins import plugin_fields as pf  # noqa: E402
+
+CONFIGS = {"paper": HIVTPConfig(), "budget": HIVTPConfig(budget=5, score_layers=(2, 4))}
+ONNX_TYPES = {"INT": onnx.AttributeProto.INT, "INTS": onnx.AttributeProto.INTS, "FLOAT": onnx.AttributeProto.FLOAT}
+
+
+@pytest.fixture(scope="module")
+def exported(tiny_dirs, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, int]]:
+    """(kind, mode) -> (onnx path, Kmax): each tiny model exported once per config, fp32."""
+    root = tmp_path_factory.mktemp("onnx")
+    out = {}
+    for kind, directory in tiny_dirs.items():
+        model, _ = load_llava(directory, dtype=torch.float32)
+        for mode, config in CONFIGS.items():
+            info = export_vision(model, config, root / f"{kind}-{mode}.onnx", max_batch=8)
+            out[kind, mode] = (info.path, info.kmax)
+    return out
+
+
+def dims(value: onnx.ValueInfoProto) -> list[int | str]:
+    return [d.dim_param or d.dim_value for d in value.type.tensor_type.shape.dim]
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_graph_io_keeps_static_shapes(exported, kind, mode) -> None:
+    path, kmax = exported[kind, mode]
+    onnx.checker.check_model(str(path), full_check=True)
+    graph = onnx.load(str(path)).graph
+    (pixels,) = graph.input
+    batch = dims(pixels)[0]
+    assert isinstance(batch, str) and dims(pixels)[1:] == [3, 112, 112]
+    outputs = {o.name: o for o in graph.output}
+    assert dims(outputs["features"]) == [batch, kmax, 64]
+    assert dims(outputs["counts"]) == [batch] and dims(outputs["indices"]) == [batch, kmax]
+    assert outputs["counts"].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert outputs["indices"].type.tensor_type.elem_type == onnx.TensorProto.INT32
+    assert kmax == (5 if mode == "budget" else 32)
+    assert exported_config(path) == CONFIGS[mode]
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+def test_plugin_contract(exported, mode) -> None:
+    """Domain = namespace, op type = plugin name, attributes = plugin fields (names, INT/INTS/FLOAT, values)."""
+    path, _ = exported["llava", mode]
+    model = onnx.load(str(path))
+    assert {(o.domain, o.version) for o in model.opset_import} >= {("", ONNX_OPSET), (pf.PLUGIN_NAMESPACE, 1)}
+    nodes = [n for n in model.graph.node if n.domain == pf.PLUGIN_NAMESPACE]
+    assert sorted(n.op_type for n in nodes) == [pf.SCORE, pf.SELECT]
+    assert not [f for f in model.functions if f.domain == pf.PLUGIN_NAMESPACE], "plugins must be nodes, not functions"
+    expected = pf.encode(CONFIGS[mode], grid=(8, 8))
+    for node in nodes:
+        fields = pf.fields_of(node.op_type)
+        assert sorted(a.name for a in node.attribute) == sorted(f.name for f in fields), node.op_type
+        attrs = {a.name: a for a in node.attribute}
+        for f in fields:
+            assert attrs[f.name].type == ONNX_TYPES[f.onnx_type], f"{node.op_type}.{f.name}"
+            assert onnx.helper.get_attribute_value(attrs[f.name]) == pytest.approx(expected[node.op_type][f.name])
+        assert len(node.input) == 2 and len(node.output) == (1 if node.op_type == pf.SCORE else 3)
+    score, select = sorted(nodes, key=lambda n: n.op_type)
+    assert select.input[0] == score.output[0], "Select's input 0 must be Score's scores"
+    graph_outputs = [o.name for o in model.graph.output]
+    assert graph_outputs[1:] == list(select.output[1:]), "counts and indices come straight from Select"
+
+
+@pytest.mark.parametrize("mode", list(CONFIGS))
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_onnxruntime_matches_torch(exported, tiny_dirs, two_images, kind, mode) -> None:
+    pytest.importorskip("onnxruntime_extensions")
+    from hivtp.build.ort_check import compare
+
+    model, processor = load_llava(tiny_dirs[kind], dtype=torch.float32)
+    error = compare(model, processor, exported[kind, mode][0], two_images)
+    assert error < 1e-4
+
+
+def test_batch_rows_are_independent(exported, tiny_dirs) -> None:
+    """Dynamic batch: one image alone = the same image inside a batch of 3."""
+    pytest.importorskip("onnxruntime_extensions")
+    from hivtp.build.ort_check import ort_session, run_vision
+
+    session = ort_session(exported["llava", "paper"][0])
+    pixels = torch.randn(3, 3, 112, 112, generator=torch.Generator().manual_seed(0))
+    batched = run_vision(session, pixels)
+    alone = run_vision(session, pixels[1:2])
+    assert torch.equal(alone[2], batched[2][1:2]) and torch.equal(alone[1], batched[1][1:2])
+    torch.testing.assert_close(alone[0], batched[0][1:2], rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("config", list(CONFIGS.values()), ids=list(CONFIGS))
+def test_custom_ops_fake_matches_eager(config) -> None:
+    torch.manual_seed(0)
+    L, B, H, N, d, D = len(config.score_layers), 3, 2, 65, 8, 6
+    queries, keys, features = torch.randn(L, B, H, N, d), torch.randn(L, B, H, N, d), torch.randn(B, N - 1, D)
+    torch.library.opcheck(torch.ops.hivtp.score.default, (queries, keys, list(config.score_layers)))
+    scores = ops.score(queries, keys, config)
+    attrs = pf.encode(config, grid=(8, 8))[pf.SELECT]
+    torch.library.opcheck(torch.ops.hivtp.select.default, (scores, features, *attrs.values()))
+    selected, counts, indices = ops.select(scores, features, (8, 8), config)
+    assert counts.dtype == indices.dtype == torch.int32
+    from hivtp.plugins.reference import select_tokens
+
+    ref_indices, ref_counts = select_tokens(scores, (8, 8), config)
+    assert torch.equal(indices.long(), ref_indices) and torch.equal(counts.long(), ref_counts)
+
+
+def test_score_refuses_a_layer_count_mismatch() -> None:
+    q = torch.randn(2, 1, 1, 5, 4)
+    with pytest.raises(ValueError, match="score_layers"):
+        torch.ops.hivtp.score(q, q, [6, 7, 8])
+
+
+def test_export_leaves_no_fake_tensors_behind(exported) -> None:
+    """Tracing must not poison selection_geometry's cache (it once cached FakeTensors)."""
+    from torch._subclasses.fake_tensor import FakeTensor
+
+    from hivtp.plugins.geometry import selection_geometry
+
+    geometry = selection_geometry((8, 8), HIVTPConfig(), torch.device("cpu"))
+    assert not isinstance(geometry.region_of, FakeTensor)
+
+
+def test_large_weights_go_to_external_data(tiny_dirs, two_images, tmp_path, monkeypatch) -> None:
+    """Above EXTERNAL_DATA_BYTES the weights sit in `<name>.data` (protobuf stops at 2 GiB); checker and ORT follow."""
+    pytest.importorskip("onnxruntime_extensions")
+    from hivtp.build import export
+    from hivtp.build.ort_check import compare
+
+    monkeypatch.setattr(export, "EXTERNAL_DATA_BYTES", 0)
+    model, processor = load_llava(tiny_dirs["llava"], dtype=torch.float32)
+    info = export_vision(model, HIVTPConfig(budget=6), tmp_path / "model.onnx")
+    data = [p.name for p in tmp_path.iterdir() if p.name != "model.onnx"]
+    assert data and info.path.stat().st_size < 1 << 20, f"weights stayed inline: {data}"
+    assert compare(model, processor, info.path, two_images) < 1e-4

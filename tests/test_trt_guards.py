@@ -1,0 +1,218 @@
+"""TensorRT / TensorRT-LLM entry points: one-line errors without the packages, and the pure pieces around them.
+
+Nothing here fakes TensorRT. Tests that need the real packages (and a GPU, the plugin library, built
+engines) are skipped with the reason; CI has neither package, so it runs the guard and CPU tests.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+from hivtp.build.tensorrt_engine import build_vision_engine, load_vision_engine
+from hivtp.build.trtllm_decoder import build_decoder_engine, check_decoder_limits, trtllm_build_args
+from hivtp.demo import sample_image_path
+from hivtp.runtime import trtllm
+from hivtp.runtime.trtllm import TRTLLMBackend, TokenStream, engine_files, generate_from_engine, new_tokens
+
+
+def _has_tensorrt() -> bool:
+    try:
+        import tensorrt
+    except ImportError:
+        return False
+    return hasattr(tensorrt, "Builder")  # tensorrt-stubs alone makes `import tensorrt` succeed, empty
+
+
+def _has_tensorrt_llm() -> bool:
+    try:
+        import tensorrt_llm
+    except ImportError:
+        return False
+    return isinstance(getattr(tensorrt_llm, "__version__", None), str)
+
+
+HAVE_TRT, HAVE_TRTLLM = _has_tensorrt(), _has_tensorrt_llm()
+without_trt = pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the missing-package error cannot occur")
+without_trtllm = pytest.mark.skipif(HAVE_TRTLLM, reason="tensorrt_llm is installed: the missing-package error cannot occur")
+PLUGIN = os.environ.get("HIVTP_PLUGIN_LIB")
+ENGINES = os.environ.get("HIVTP_ENGINE_DIR")
+
+
+def one_line(err: pytest.ExceptionInfo[ValueError]) -> str:
+    message = str(err.value)
+    assert "\n" not in message, message
+    return message
+
+
+@pytest.fixture
+def vision_args(tmp_path: Path) -> dict:
+    onnx = tmp_path / "model.onnx"
+    onnx.write_bytes(b"not parsed before the package check")
+    return dict(onnx_path=onnx, engine_path=tmp_path / "model.engine", plugin_library=tmp_path / "libhivtp_plugin.so",
+                max_batch=4, dtype="float16", image_shape=(3, 112, 112))
+
+
+@pytest.fixture
+def llava_dir(tmp_path: Path) -> Path:
+    model = tmp_path / "llava"
+    model.mkdir()
+    (model / "config.json").write_text(json.dumps({"model_type": "llava"}))
+    return model
+
+
+@without_trt
+def test_vision_build_without_tensorrt_is_one_line(vision_args) -> None:
+    with pytest.raises(ValueError) as err:
+        build_vision_engine(**vision_args)
+    message = one_line(err)
+    assert "TensorRT" in message and "10.14" in message and "not installed" in message
+    assert not vision_args["engine_path"].exists()
+
+
+@without_trt
+def test_vision_load_without_tensorrt_is_one_line(vision_args) -> None:
+    vision_args["engine_path"].write_bytes(b"plan")
+    with pytest.raises(ValueError) as err:
+        load_vision_engine(vision_args["engine_path"], vision_args["plugin_library"])
+    assert "TensorRT 10.14" in one_line(err)
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [({"max_batch": 0}, "max_batch must be"), ({"dtype": "float32"}, "dtype must be one of"),
+     ({"image_shape": (3, 112)}, "image_shape must be"), ({"onnx_path": Path("/nonexistent.onnx")}, "ONNX file not found")],
+)
+def test_vision_build_checks_arguments_before_tensorrt(vision_args, change, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        build_vision_engine(**{**vision_args, **change})
+
+
+@without_trtllm
+def test_decoder_build_without_tensorrt_llm_is_one_line(llava_dir, tmp_path) -> None:
+    with pytest.raises(ValueError) as err:
+        build_decoder_engine(llava_dir, tmp_path / "decoder", "float16", 2, 1024, 1536, 128)
+    message = one_line(err)
+    assert "tensorrt_llm" in message and "TensorRT-LLM 1.2.1" in message
+    assert not (tmp_path / "decoder").exists()
+
+
+def test_decoder_build_refuses_a_non_llava_directory(tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "llama"}))
+    with pytest.raises(ValueError, match="HIVTP supports"):
+        build_decoder_engine(tmp_path, tmp_path / "decoder", "float16", 2, 1024, 1536, 128)
+
+
+@pytest.mark.parametrize(
+    "limits, match",
+    [(("float32", 1, 10, 20, 5), "dtype"), (("float16", 2, 100, 100, 300), "max_seq_len"),
+     (("float16", 4, 100, 200, 3), "max_multimodal_len"), (("float16", 0, 100, 200, 3), "max_batch")],
+)
+def test_decoder_limits(limits, match) -> None:
+    with pytest.raises(ValueError, match=match):
+        check_decoder_limits(*limits)
+
+
+def test_trtllm_build_flags_follow_the_multimodal_readme(tmp_path) -> None:
+    args = trtllm_build_args(tmp_path / "ckpt", tmp_path / "out", "bfloat16", 4, 2048, 2560, 4 * 600)
+    assert args[0] == "trtllm-build" and "--use_fused_mlp=enable" in args
+    rest = [a for a in args[1:] if a != "--use_fused_mlp=enable"]
+    flags = dict(zip(rest[::2], rest[1::2]))
+    assert flags["--gemm_plugin"] == flags["--gpt_attention_plugin"] == "bfloat16"
+    assert flags["--max_multimodal_len"] == "2400" and flags["--max_batch_size"] == "4"
+    assert flags["--max_input_len"] == "2048" and flags["--max_seq_len"] == "2560"
+    assert int(flags["--max_num_tokens"]) >= int(flags["--max_input_len"])
+
+
+@without_trtllm
+def test_backend_without_tensorrt_llm_is_one_line(tmp_path) -> None:
+    with pytest.raises(ValueError) as err:
+        TRTLLMBackend(tmp_path)
+    assert "TensorRT-LLM 1.2.1" in one_line(err)
+
+
+@without_trtllm
+def test_generate_from_engine_without_tensorrt_llm_is_one_line(tmp_path) -> None:
+    with pytest.raises(ValueError) as err:
+        generate_from_engine(tmp_path, sample_image_path(), "what color is the circle ?", 4)
+    assert "TensorRT-LLM 1.2.1" in one_line(err)
+
+
+def test_engine_files_reads_the_build_manifest(tiny_dirs, tmp_path, monkeypatch) -> None:
+    from hivtp.build.manifest import write_manifest
+    from hivtp.config import HIVTPConfig
+
+    library = tmp_path / "libhivtp_plugin.so"
+    library.write_bytes(b"\x7fELF stand-in: only its hash is read here")
+    out = tmp_path / "engines"
+    (out / "vision").mkdir(parents=True)
+    build = {"model_type": "llava_next", "kmax": 32, "onnx_only": False, "vision_engine": "vision/model.engine",
+             "decoder_engine": "decoder", "dtype": "fp16", "max_batch": 4}
+    write_manifest(out, config=HIVTPConfig(budget=7), model_dir=tiny_dirs["llava_next"], build=build, plugin_library=library)
+    monkeypatch.setenv(trtllm.PLUGIN_ENV, str(library))
+    files = engine_files(out)
+    assert files.config == HIVTPConfig(budget=7) and files.kmax == 32 and files.model_type == "llava_next"
+    assert files.vision_engine == out / "vision" / "model.engine" and files.decoder_dir == out / "decoder"
+    assert files.image_newline == out / "vision" / "image_newline.safetensors"
+    assert files.source_dir == Path(tiny_dirs["llava_next"]).resolve()
+    other = tmp_path / "other.so"
+    other.write_bytes(b"another library")
+    with pytest.raises(ValueError, match="not the one the engines were built with"):
+        engine_files(out, other)
+    write_manifest(out, config=HIVTPConfig(), model_dir=tiny_dirs["llava_next"], build={**build, "onnx_only": True},
+                   plugin_library=library)
+    with pytest.raises(ValueError, match="onnx-only"):
+        engine_files(out, library)
+
+
+def test_plugin_library_is_required(tmp_path, monkeypatch) -> None:
+    monkeypatch.delenv(trtllm.PLUGIN_ENV, raising=False)
+    with pytest.raises(ValueError, match=trtllm.PLUGIN_ENV):
+        trtllm.plugin_library_path(None)
+    with pytest.raises(ValueError, match="not found"):
+        trtllm.plugin_library_path(tmp_path / "missing.so")
+
+
+def test_engine_tensor_names_match_the_exporter() -> None:
+    export = pytest.importorskip("hivtp.build.export", reason="the ONNX exporter needs the onnx package")
+    assert [trtllm.ENGINE_INPUT] == export.INPUT_NAMES and list(trtllm.ENGINE_OUTPUTS) == export.OUTPUT_NAMES
+
+
+def test_new_tokens_cuts_input_and_padding() -> None:
+    end = -1
+    output_ids = torch.tensor([[[5, 6, 7, 40, 41, end]], [[8, 9, 42, end, end, end]]])  # [B=2, beams=1, S=6]
+    lengths = torch.tensor([[5], [3]])
+    assert new_tokens(output_ids, lengths, [3, 2]) == [[40, 41], [42]]
+
+
+def test_token_stream_pulls_until_every_request_has_enough() -> None:
+    steps = iter([[[1], []], [[1, 2], [3]], [[1, 2, 4], [3, 5]]])
+    stream = TokenStream(steps)
+    assert stream.until(1) == [[1, 2], [3]]
+    assert stream.until(2) == [[1, 2, 4], [3, 5]]
+    assert stream.until(9) == [[1, 2, 4], [3, 5]]  # the executor finished: what there is
+
+
+# ---- need the real packages, a GPU and build outputs --------------------------------------------
+
+
+@pytest.mark.skipif(not HAVE_TRT or not PLUGIN or not torch.cuda.is_available(),
+                    reason="tensorrt 10.14 not installed (or no GPU, or HIVTP_PLUGIN_LIB unset)")
+def test_parse_errors_are_listed(vision_args) -> None:
+    with pytest.raises(ValueError, match="cannot parse .*node"):
+        build_vision_engine(**{**vision_args, "plugin_library": Path(PLUGIN)})
+
+
+@pytest.mark.skipif(not HAVE_TRTLLM or not ENGINES or not torch.cuda.is_available(),
+                    reason="tensorrt_llm 1.2.1 not installed (or no GPU, or HIVTP_ENGINE_DIR unset)")
+def test_batch_rows_equal_requests_alone(two_images) -> None:
+    backend = TRTLLMBackend(ENGINES, max_new_tokens=8)
+    prompts = ["what color is the circle ?", "describe the picture"]
+    both = backend.generate(two_images, prompts, 6)
+    for b in range(2):
+        alone = backend.generate(two_images[b : b + 1], prompts[b : b + 1], 6)
+        assert alone.tokens[0] == both.tokens[b] and int(alone.kept_tokens[0]) == int(both.kept_tokens[b])
