@@ -4,8 +4,8 @@ No dataset download: the reference is the same model without pruning. For each b
 baselines that keep the same number of tokens (uniform spatial sampling: every P/K-th patch in raster
 order; random: K patches drawn per image with a seeded generator) answer greedily; reported are the
 share of images whose answer equals the full model's, and the mean first-token KL(full || pruned).
-The baselines rebuild LLaVA-1.5's input from the public pieces of hivtp.runtime.hf; for LLaVA-NeXT
-they are skipped (its per-crop newline layout would need a selection hook in `prune_inputs`).
+The baselines swap only the selection step (`PruneOps`), so they keep HIVTP's count and layout, per
+crop for LLaVA-NeXT.
 """
 
 from __future__ import annotations
@@ -19,13 +19,10 @@ from typing import Any
 import torch
 from PIL import Image
 from tqdm import tqdm
-from transformers import LlavaForConditionalGeneration
 
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
-from hivtp.plugins.reference import gather_kept
-from hivtp.runtime.hf import apply, encode_and_score, patch_grid
-from hivtp.runtime.layout import prune_sequence
+from hivtp.runtime.hf import PruneOps, apply
 from hivtp.timing import run_metadata, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
@@ -53,20 +50,15 @@ def baseline_indices(method: str, images: int, patches: int, k: int, generator: 
     raise ValueError(f"unknown baseline {method!r}; expected 'uniform' or 'random'")
 
 
-def baseline_inputs(model: Any, inputs: dict[str, torch.Tensor], config: HIVTPConfig, indices: torch.Tensor) -> dict[str, torch.Tensor]:
-    """LLaVA-1.5 input that keeps exactly `indices` [M, K] of each image's patches (same layout as pruning)."""
-    cfg = model.config
-    feature_layer = config.resolve_feature_layer(cfg.vision_feature_layer, cfg.vision_config.num_hidden_layers + 1)
-    _, features = encode_and_score(model.model.vision_tower, inputs["pixel_values"], config, feature_layer)  # [M, P, Dv]
-    indices = indices.to(features.device)
-    projected = model.model.multi_modal_projector(gather_kept(features, indices))  # [M, K, D]
-    M, K, D = projected.shape
-    kept = torch.full((M,), K, dtype=torch.int64)
-    full = torch.full((M,), features.shape[1], dtype=torch.int64)
-    pad_id = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
-    seq = prune_sequence(inputs["input_ids"], inputs.get("attention_mask"), cfg.image_token_id, full, kept, pad_id)
-    embeds = seq.embeds(model.get_input_embeddings(), projected.reshape(M * K, D))  # [B, T, D]
-    return {"inputs_embeds": embeds, "attention_mask": seq.attention_mask}
+def baseline_ops(method: str, generator: torch.Generator) -> PruneOps:
+    """Scoring as usual, but the kept patches chosen by a baseline: same count, same layout as HIVTP."""
+
+    def select(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        M, P = scores.shape
+        indices = baseline_indices(method, M, P, config.budget, generator).to(scores.device)  # [M, K]
+        return indices, torch.full((M,), indices.shape[1], dtype=torch.int64, device=scores.device)
+
+    return PruneOps(select=select)
 
 
 def greedy(model: Any, processor: Any, max_new_tokens: int, **inputs: Any) -> tuple[str, torch.Tensor]:
@@ -90,17 +82,11 @@ def compare_image(model: Any, processor: Any, image: Image.Image, prompt: str, c
     inputs = processor(images=[image], text=[build_prompt(processor, prompt)], return_tensors="pt").to(model.device)
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     full_text, full_logits = greedy(model, processor, max_new_tokens, **inputs)
-    grid = patch_grid(model.config.vision_config)
     result: dict[str, Any] = {"full": full_text, "runs": []}
     for config in configs:
         for method in METHODS:
-            if method == "hivtp":
-                text, logits = greedy(apply(model, config), processor, max_new_tokens, **inputs)
-            elif isinstance(model, LlavaForConditionalGeneration):
-                indices = baseline_indices(method, 1, grid[0] * grid[1], config.budget, generator)
-                text, logits = greedy(model, processor, max_new_tokens, **baseline_inputs(model, inputs, config, indices))
-            else:
-                continue
+            ops = None if method == "hivtp" else baseline_ops(method, generator)
+            text, logits = greedy(apply(model, config, ops), processor, max_new_tokens, **inputs)
             result["runs"].append({"budget": config.budget, "method": method, "answer": text,
                                    "same_answer": text == full_text, "first_token_kl": kl_divergence(full_logits, logits)})
     return result
@@ -142,8 +128,6 @@ def run_fidelity(args: argparse.Namespace) -> None:
     print(f"{'budget':>7} {'method':<8} {'same answer':>12} {'first-token KL':>15}")
     for row in rows:
         print(f"{row['budget']:>7} {row['method']:<8} {row['same_answer_rate']:>12.1%} {row['mean_first_token_kl']:>15.4f}")
-    if not isinstance(model, LlavaForConditionalGeneration):
-        print("baselines skipped: LLaVA-NeXT's per-crop layout needs a selection hook in hivtp.runtime.hf.prune_inputs")
     meta = run_metadata(model.device)
     out = Path(args.out or Path("results/fidelity") / f"{label}-{meta['date_utc'][:10]}.json")
     write_json(out, {**meta, "model": label, "weights": weights, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,

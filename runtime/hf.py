@@ -12,6 +12,7 @@ hidden, D text hidden, B prompt rows, T pruned length.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -90,35 +91,59 @@ def encode_and_score(
     return importance_scores_from_qk(queries, keys), features
 
 
-def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig):
+Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # queries, keys [L, M, H, N, d] -> [M, P]
+Selector = Callable[[torch.Tensor, tuple[int, int], HIVTPConfig], tuple[torch.Tensor, ...]]  # -> indices, counts
+
+
+@dataclass(frozen=True)
+class PruneOps:
+    """The two steps a caller may swap: the Triton kernels on CUDA, or a baseline selection (fidelity)."""
+
+    score: Scorer = importance_scores_from_qk
+    select: Selector = select_tokens
+
+
+def default_ops(device: torch.device) -> PruneOps:
+    """Triton kernels on CUDA (same indices as the reference, scores within 1e-5), the reference elsewhere."""
+    if device.type != "cuda":
+        return PruneOps()
+    from hivtp.plugins.kernels import score, select
+
+    return PruneOps(score=score.score, select=select.select)
+
+
+def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
     """Score, select and project the kept tokens of a stack of images or crops."""
     vision_config = model.config.vision_config
     grid = patch_grid(vision_config)
     feature_layer = config.resolve_feature_layer(
         model.config.vision_feature_layer, vision_config.num_hidden_layers + 1
     )
-    scores, features = encode_and_score(model.model.vision_tower, pixel_values, config, feature_layer)
-    if scores.shape[1] != grid[0] * grid[1]:
-        raise ValueError(f"the tower produced {scores.shape[1]} patch tokens, but its config implies a {grid[0]}x{grid[1]} grid")
-    indices, counts = select_tokens(scores, grid, config)  # [M, Kmax], [M]
+    queries, keys, features = tower_qk(model.model.vision_tower, pixel_values, config, feature_layer)
+    if features.shape[1] != grid[0] * grid[1]:
+        raise ValueError(f"the tower produced {features.shape[1]} patch tokens, but its config implies a {grid[0]}x{grid[1]} grid")
+    scores = ops.score(queries, keys)  # [M, P] fp32
+    indices, counts = ops.select(scores, grid, config)[:2]  # [M, Kmax], [M]
     projected = model.model.multi_modal_projector(gather_kept(features, indices))  # [M, Kmax, D]
     return grid, indices, counts, projected
 
 
-def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig):
-    grid, indices, counts, projected = _select_and_project(model, pixel_values, config)
+def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
+    grid, indices, counts, projected = _select_and_project(model, pixel_values, config, ops)
     valid = torch.arange(indices.shape[1], device=indices.device) < counts[:, None]  # [M, Kmax]
     full = torch.full_like(counts, grid[0] * grid[1])
     return projected[valid], indices, counts, counts, full  # features [sum k, D]
 
 
-def _next_features(model: Any, pixel_values: torch.Tensor, image_sizes: torch.Tensor, config: HIVTPConfig):
+def _next_features(
+    model: Any, pixel_values: torch.Tensor, image_sizes: torch.Tensor, config: HIVTPConfig, ops: PruneOps
+):
     """LLaVA-NeXT: select K per real crop, then HF's unpad and newline layout on the kept positions."""
     cfg = model.config
     num_crops = crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size)
     if pixel_values.dim() == 5:  # [B, max crops, 3, H, W], padded to the batch maximum
         pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
-    grid, indices, counts, projected = _select_and_project(model, pixel_values, config)  # C crops
+    grid, indices, counts, projected = _select_and_project(model, pixel_values, config, ops)  # C crops
     features, kept, full = next_features(
         projected, indices, model.model.image_newline, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid
     )
@@ -132,15 +157,20 @@ def prune_inputs(
     pixel_values: torch.Tensor,
     image_sizes: torch.Tensor | None,
     config: HIVTPConfig,
+    ops: PruneOps | None = None,
 ) -> PrunedInputs:
-    """Vision tower -> scores -> selection -> projector -> shorter, left-padded LLM input."""
+    """Vision tower -> scores -> selection -> projector -> shorter, left-padded LLM input.
+
+    ops: scoring / selection to use (default: `default_ops(pixel_values.device)`).
+    """
     check_model(model)
+    ops = ops or default_ops(pixel_values.device)
     if isinstance(model, LlavaNextForConditionalGeneration):
         if image_sizes is None:
             raise ValueError("LLaVA-NeXT needs image_sizes")
-        features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config)
+        features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config, ops)
     else:
-        features, indices, counts, kept, full = _llava_features(model, pixel_values, config)
+        features, indices, counts, kept, full = _llava_features(model, pixel_values, config, ops)
     text_config = model.config.text_config
     pad_id = text_config.pad_token_id if text_config.pad_token_id is not None else 0
     sequence = prune_sequence(input_ids, attention_mask, model.config.image_token_id, full, kept, pad_id)
@@ -164,10 +194,11 @@ class HIVTPModel:
     `llava_hf`, HF pipelines' `.config`, `.device`, `.eval()`) keeps working.
     """
 
-    def __init__(self, model: Any, config: HIVTPConfig) -> None:
+    def __init__(self, model: Any, config: HIVTPConfig, ops: PruneOps | None = None) -> None:
         check_model(model)
         self.model = model
         self.hivtp_config = config
+        self.ops = ops  # None: the Triton kernels on CUDA, the reference elsewhere
         self.last_pruned: PrunedInputs | None = None
 
     def __getattr__(self, name: str) -> Any:
@@ -176,7 +207,9 @@ class HIVTPModel:
         return getattr(self.model, name)
 
     def prune(self, input_ids, attention_mask, pixel_values, image_sizes=None) -> PrunedInputs:
-        self.last_pruned = prune_inputs(self.model, input_ids, attention_mask, pixel_values, image_sizes, self.hivtp_config)
+        self.last_pruned = prune_inputs(
+            self.model, input_ids, attention_mask, pixel_values, image_sizes, self.hivtp_config, self.ops
+        )
         return self.last_pruned
 
     def forward(self, input_ids=None, pixel_values=None, attention_mask=None, image_sizes=None, labels=None, **kwargs):
@@ -209,6 +242,6 @@ class HIVTPModel:
         return out
 
 
-def apply(model: Any, config: HIVTPConfig | None = None) -> HIVTPModel:
+def apply(model: Any, config: HIVTPConfig | None = None, ops: PruneOps | None = None) -> HIVTPModel:
     """Wrap a HF LLaVA-1.5 / LLaVA-NeXT model with HIVTP pruning (paper defaults when config is None)."""
-    return HIVTPModel(model, config or HIVTPConfig())
+    return HIVTPModel(model, config or HIVTPConfig(), ops)

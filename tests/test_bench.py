@@ -3,7 +3,6 @@ backend generates what the stock model generates; select/score run on the CPU; b
 
 from __future__ import annotations
 
-import argparse
 import importlib.util
 import json
 
@@ -11,7 +10,8 @@ import pytest
 import torch
 from PIL import Image
 
-import hivtp.cli
+from helpers import cli_exit_code
+
 from hivtp import HIVTPConfig, apply
 from hivtp.runtime.torch_backend import TorchBackend
 from hivtp.timing import measure, summarize, write_atomic
@@ -19,27 +19,9 @@ from hivtp.timing import measure, summarize, write_atomic
 FAST = ["--warmup", "0", "--repeats", "1"]
 
 
-def cli_main(argv: list[str], monkeypatch: pytest.MonkeyPatch) -> int:
-    """hivtp.cli.main with bench / viz / fidelity registered (a no-op once hivtp/cli.py registers them)."""
-    from hivtp import bench, fidelity, viz
-
-    build = hivtp.cli.build_parser
-
-    def build_with_ours() -> argparse.ArgumentParser:
-        parser = build()
-        commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-        for module in (bench, viz, fidelity):
-            if module.__name__.rsplit(".", 1)[1] not in commands.choices:
-                module.add_parser(commands)
-        return parser
-
-    monkeypatch.setattr(hivtp.cli, "build_parser", build_with_ours)
-    return hivtp.cli.main(argv)
-
-
-def test_e2e_tiny_writes_table_json_and_png(tmp_path, monkeypatch, capsys) -> None:
+def test_e2e_tiny_writes_table_json_and_png(tmp_path, capsys) -> None:
     argv = ["bench", "--random-init", "tiny", "--stage", "e2e", "--new-tokens", "3", "--out-dir", str(tmp_path), *FAST]
-    assert cli_main(argv, monkeypatch) == 0
+    assert cli_exit_code(argv) == 0
     out = capsys.readouterr().out
     assert "random weights" in out and "TTFT" in out and "-50%" in out
     (json_path,) = tmp_path.glob("e2e-tiny-*.json")
@@ -57,9 +39,9 @@ def test_e2e_tiny_writes_table_json_and_png(tmp_path, monkeypatch, capsys) -> No
 
 
 @pytest.mark.parametrize("stage", ["select", "score"])
-def test_kernel_stages_on_cpu_report_reference_only(stage, tmp_path, monkeypatch, capsys) -> None:
+def test_kernel_stages_on_cpu_report_reference_only(stage, tmp_path, capsys) -> None:
     argv = ["bench", "--random-init", "tiny", "--stage", stage, "--batch", "1,3", "--out-dir", str(tmp_path), *FAST]
-    assert cli_main(argv, monkeypatch) == 0
+    assert cli_exit_code(argv) == 0
     assert "not timed (no CUDA device)" in capsys.readouterr().out
     (json_path,) = tmp_path.glob(f"{stage}-tiny-*.json")
     rows = json.loads(json_path.read_text())["rows"]
@@ -114,11 +96,11 @@ def test_timing_stats_and_atomic_write(tmp_path) -> None:
         (["--stage", "e2e"], "pass --model DIR (a checkpoint) or --random-init"),
     ],
 )
-def test_bad_input_one_line_exit_2(args, message, monkeypatch, capsys) -> None:
+def test_bad_input_one_line_exit_2(args, message, capsys) -> None:
     if "tensorrt_llm" in message and importlib.util.find_spec("tensorrt_llm") is not None:
         pytest.skip("tensorrt_llm is installed here")
     try:
-        code = cli_main(["bench", *args], monkeypatch)
+        code = cli_exit_code(["bench", *args])
     except SystemExit as exit_:
         code = exit_.code
     err = capsys.readouterr().err

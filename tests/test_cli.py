@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from helpers import cli_exit_code
+
 from hivtp.cli import main
 
 
@@ -58,14 +60,7 @@ def bad_files(tmp_path: Path) -> dict[str, Path]:
     ],
 )
 def test_bad_input_one_line_exit_2(args, message, bad_files, capsys) -> None:
-    assert exit_code(["generate", *[a.format(**bad_files) for a in args]]) == 2
+    assert cli_exit_code(["generate", *[a.format(**bad_files) for a in args]]) == 2
     err = capsys.readouterr().err.strip()
     assert message in err and len(err.splitlines()) == 1 and err.startswith("hivtp: error:")
 
-
-def exit_code(argv: list[str]) -> int:
-    """main()'s return value, or the code argparse exits with."""
-    try:
-        return main(argv)
-    except SystemExit as exit_:
-        return int(exit_.code)

@@ -7,7 +7,7 @@ import json
 
 import pytest
 import torch
-from test_bench import cli_main
+from helpers import cli_exit_code
 
 from hivtp.demo import sample_image_path
 from hivtp.fidelity import baseline_indices
@@ -25,10 +25,10 @@ def image_folder(tmp_path):
     return folder
 
 
-def test_fidelity_tiny_model(image_folder, tmp_path, monkeypatch, capsys) -> None:
+def test_fidelity_tiny_model(image_folder, tmp_path, capsys) -> None:
     out = tmp_path / "fidelity.json"
     argv = ["fidelity", "--images", str(image_folder), "--budgets", "64,8", "--max-new-tokens", "3", "--out", str(out)]
-    assert cli_main(argv, monkeypatch) == 0
+    assert cli_exit_code(argv) == 0
     assert "random weights" in capsys.readouterr().out
     record = json.loads(out.read_text())
     assert {"device", "date_utc", "commit", "rows", "per_image"} <= set(record)
@@ -51,6 +51,25 @@ def test_baselines_keep_exactly_k_sorted_unique(method) -> None:
             assert row.unique().tolist() == row.tolist() and 0 <= row.min() and row.max() < 64
 
 
-def test_empty_folder_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
-    assert cli_main(["fidelity", "--images", str(tmp_path)], monkeypatch) == 2
+def test_empty_folder_one_line_exit_2(tmp_path, capsys) -> None:
+    assert cli_exit_code(["fidelity", "--images", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("hivtp: error: no images (.png")
+
+
+@torch.inference_mode()
+def test_baselines_run_on_llava_next(tiny_dirs) -> None:
+    """Baselines swap only the selection step, so they keep K per crop on NeXT too."""
+    from hivtp import HIVTPConfig
+    from hivtp.fidelity import baseline_ops
+    from hivtp.runtime.hf import prune_inputs
+    from hivtp.loading import load_llava
+
+    model, processor = load_llava(tiny_dirs["llava_next"])
+    inputs = processor(images=[load_image(sample_image_path())], text=["<image> what ?"], return_tensors="pt")
+    hivtp_run = prune_inputs(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["image_sizes"], HIVTPConfig(budget=8))
+    uniform = prune_inputs(
+        model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["image_sizes"],
+        HIVTPConfig(budget=8), baseline_ops("uniform", torch.Generator().manual_seed(0)),
+    )
+    assert uniform.counts.tolist() == hivtp_run.counts.tolist() == [8] * len(uniform.counts)
+    assert not torch.equal(uniform.indices, hivtp_run.indices)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from PIL import Image
-from test_bench import cli_main
+from helpers import cli_exit_code
 from transformers import AutoProcessor
 
 from hivtp import HIVTPConfig
@@ -14,9 +14,9 @@ from hivtp.plugins.reference import STAGE_FILL, STAGE_GLOBAL, STAGE_LOCAL
 from hivtp.viz import token_map
 
 
-def test_viz_demo_writes_png(tmp_path, monkeypatch, capsys) -> None:
+def test_viz_demo_writes_png(tmp_path, capsys) -> None:
     out = tmp_path / "viz.png"
-    assert cli_main(["viz", "--budget", "20", "--out", str(out)], monkeypatch) == 0
+    assert cli_exit_code(["viz", "--budget", "20", "--out", str(out)]) == 0
     assert f"kept 20 / 64 patches; wrote {out}" in capsys.readouterr().out
     with Image.open(out) as png:
         assert png.format == "PNG" and png.size[0] > png.size[1] > 200
@@ -34,6 +34,6 @@ def test_token_map_stages_match_selection(tiny_dirs, budget) -> None:
     assert (tokens.stages == STAGE_GLOBAL).sum() == (16 if budget is None else 20 // 8 * 4)
 
 
-def test_viz_bad_image_one_line_exit_2(tmp_path, monkeypatch, capsys) -> None:
-    assert cli_main(["viz", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "x.png")], monkeypatch) == 2
+def test_viz_bad_image_one_line_exit_2(tmp_path, capsys) -> None:
+    assert cli_exit_code(["viz", "--image", str(tmp_path / "none.png"), "--out", str(tmp_path / "x.png")]) == 2
     assert capsys.readouterr().err.strip() == f"hivtp: error: image not found: {tmp_path / 'none.png'}"
