@@ -160,6 +160,10 @@ def add_parser(commands: Any) -> None:
     source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
     bench.add_argument("--backend", choices=("torch", "trtllm"), default="torch")
     bench.add_argument("--engine", help="TensorRT-LLM engine directory (--backend trtllm)")
+    bench.add_argument(
+        "--ops", choices=("auto", "reference", "triton"), default="auto",
+        help="torch backend's scoring/selection: auto = Triton kernels on CUDA, the torch reference elsewhere",
+    )
     bench.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     bench.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float16 on CUDA, float32 on CPU")
     bench.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")

@@ -25,6 +25,7 @@ from tqdm import tqdm
 from hivtp.bench import bench_image, configurations, default_budgets, load_model, output_path, resolve_device, resolve_dtype
 from hivtp.config import HIVTPConfig
 from hivtp.runtime.backend import Backend, VisionResult
+from hivtp.runtime.hf import PruneOps, default_ops
 from hivtp.timing import measure, peak_memory_mib, reset_peak_memory, run_metadata, save_figure, write_json
 
 TTFT_TARGET = 1.05  # pruned TTFT <= 1.05 x (vision + LLM prefill alone)
@@ -56,7 +57,17 @@ def torch_plan(args: argparse.Namespace, model: Any, processor: Any) -> Plan:
     from hivtp.runtime.torch_backend import TorchBackend
 
     configs = configurations(default_budgets(args, model.config.model_type), config_from(args))
-    return [(name, config, lambda config=config: TorchBackend(model, processor, config)) for name, config in configs]
+    ops = prune_ops(args.ops, model.device)
+    return [(name, config, lambda config=config: TorchBackend(model, processor, config, ops)) for name, config in configs]
+
+
+def prune_ops(choice: str, device: torch.device) -> PruneOps | None:
+    """--ops: auto (Triton kernels on CUDA, reference elsewhere), reference, or triton (CUDA only)."""
+    if choice == "reference":
+        return PruneOps()
+    if choice == "triton" and device.type != "cuda":
+        raise ValueError("--ops triton runs the Triton kernels on CUDA: use --device cuda, or --ops reference")
+    return default_ops(device) if choice == "triton" else None
 
 
 def measure_config(backend: Backend, images: list, prompts: list[str], args: argparse.Namespace, device: torch.device) -> dict[str, Any]:
@@ -158,7 +169,7 @@ def run_e2e(args: argparse.Namespace) -> None:
           "Paper, for reference only: TTFT -50% (LLaVA-1.5-7B), -55% (LLaVA-NeXT-7B).")
     record = {**meta, "stage": "e2e", "model": label, "weights": weights, "backend": args.backend, "dtype": str(dtype),
               "image_size": list(image.size), "new_tokens": args.new_tokens, "warmup": args.warmup,
-              "repeats": args.repeats, "rows": rows}
+              "repeats": args.repeats, "ops": args.ops, "rows": rows}
     path = output_path(args, "e2e", label, meta)
     write_json(path, record)
     save_figure(path.with_suffix(".png"), plot(rows, f"{label}, {args.backend}, {meta['device']}, {meta['date_utc']}, commit {meta['commit']}"))

@@ -23,7 +23,7 @@ from transformers import LlavaNextForConditionalGeneration
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
 from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult
-from hivtp.runtime.hf import check_model, prune_inputs
+from hivtp.runtime.hf import PruneOps, check_model, prune_inputs
 from hivtp.runtime.layout import prune_sequence
 
 
@@ -41,9 +41,9 @@ class TorchBackend:
 
     name = "torch"
 
-    def __init__(self, model: Any, processor: Any, config: HIVTPConfig | None) -> None:
+    def __init__(self, model: Any, processor: Any, config: HIVTPConfig | None, ops: PruneOps | None = None) -> None:
         check_model(model)
-        self.model, self.processor, self.config = model, processor, config
+        self.model, self.processor, self.config, self.ops = model, processor, config, ops
 
     def prepare(self, images: list[Image.Image], prompts: list[str]) -> Prepared:
         """CPU preprocessing (image processor + tokenizer), then one copy to the model's device."""
@@ -61,7 +61,7 @@ class TorchBackend:
         if self.config is None:
             return self._stock_vision(x)
         pruned = prune_inputs(
-            self.model, x["input_ids"], x.get("attention_mask"), x["pixel_values"], x.get("image_sizes"), self.config
+            self.model, x["input_ids"], x.get("attention_mask"), x["pixel_values"], x.get("image_sizes"), self.config, self.ops
         )
         return VisionResult(
             features=pruned.features, sequence=pruned.sequence,
