@@ -20,7 +20,7 @@ from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalG
 
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
-from hivtp.runtime.layout import PrunedSequence, crops_per_image, next_features, prune_sequence
+from hivtp.runtime.layout import PrunedSequence, crops_per_image, flatten_crops, next_features, prune_sequence, split_kept
 
 
 @dataclass(frozen=True)
@@ -112,8 +112,13 @@ def default_ops(device: torch.device) -> PruneOps:
     return PruneOps(score=score.score, select=select.select)
 
 
-def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
-    """Score, select and project the kept tokens of a stack of images or crops."""
+def select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps | None = None):
+    """Score, select and project the kept tokens of a stack of images or crops [M, 3, S, S].
+
+    -> grid, indices [M, Kmax], counts [M], projected kept features [M, Kmax, D] (rows past counts: padding).
+    The vision engine computes the same three tensors (`hivtp build`).
+    """
+    ops = ops or default_ops(pixel_values.device)
     vision_config = model.config.vision_config
     grid = patch_grid(vision_config)
     feature_layer = config.resolve_feature_layer(
@@ -129,10 +134,9 @@ def _select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPCon
 
 
 def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
-    grid, indices, counts, projected = _select_and_project(model, pixel_values, config, ops)
-    valid = torch.arange(indices.shape[1], device=indices.device) < counts[:, None]  # [M, Kmax]
+    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)
     full = torch.full_like(counts, grid[0] * grid[1])
-    return projected[valid], indices, counts, counts, full  # features [sum k, D]
+    return split_kept(projected, counts), indices, counts, counts, full  # features [sum k, D]
 
 
 def _next_features(
@@ -141,9 +145,8 @@ def _next_features(
     """LLaVA-NeXT: select K per real crop, then HF's unpad and newline layout on the kept positions."""
     cfg = model.config
     num_crops = crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size)
-    if pixel_values.dim() == 5:  # [B, max crops, 3, H, W], padded to the batch maximum
-        pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
-    grid, indices, counts, projected = _select_and_project(model, pixel_values, config, ops)  # C crops
+    pixel_values = flatten_crops(pixel_values, num_crops)  # [C, 3, H, W]
+    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)  # C crops
     features, kept, full = next_features(
         projected, indices, model.model.image_newline, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid
     )

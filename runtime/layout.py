@@ -121,7 +121,23 @@ def next_image_layout(
 
 def crops_per_image(image_sizes: torch.Tensor, pinpoints: list, crop_side: int) -> list[int]:
     """Real crops of each LLaVA-NeXT image (base image included); the processor pads to the batch maximum."""
-    return [image_size_to_num_patches(size, pinpoints, crop_side) for size in image_sizes]
+    return [int(image_size_to_num_patches(size, pinpoints, crop_side)) for size in image_sizes]
+
+
+def flatten_crops(pixel_values: torch.Tensor, num_crops: list[int]) -> torch.Tensor:
+    """[M, max crops, 3, H, W] (padded to the batch maximum) -> [C, 3, H, W], the real crops image after image."""
+    if pixel_values.dim() == 4:
+        return pixel_values
+    return torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
+
+
+def split_kept(selected: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
+    """Per-image selections -> kept features image after image: [M, Kmax, D], counts [M] -> [sum counts, D]."""
+    M, kmax, _ = selected.shape
+    if counts.shape != (M,) or bool((counts < 0).any()) or bool((counts > kmax).any()):
+        raise ValueError(f"counts must be [M] in [0, {kmax}] for {M} images, got {counts.tolist()}")
+    valid = torch.arange(kmax, device=selected.device) < counts.to(selected.device).long()[:, None]  # [M, Kmax]
+    return selected[valid]
 
 
 def next_features(
@@ -141,7 +157,10 @@ def next_features(
     """
     C, Kmax, D = projected.shape
     P = grid[0] * grid[1]
-    device = indices.device
+    device = projected.device
+    indices = indices.to(device, torch.int64)
+    if C != sum(crops_per_image(image_sizes, pinpoints, crop_side)):
+        raise ValueError(f"{C} crops selected, but the images have {crops_per_image(image_sizes, pinpoints, crop_side)} crops")
     kept = torch.zeros(C, P + 1, dtype=torch.bool, device=device)
     kept = kept.scatter(1, indices.masked_fill(indices < 0, P), True)[:, :P]  # [C, P]; column P: sentinel
     # indices ascend, so patch p of crop c sits in slot (kept patches of c before p): its row below

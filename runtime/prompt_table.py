@@ -17,15 +17,21 @@ selection slots, P patches per crop.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import torch
-from transformers.models.llava_next.modeling_llava_next import get_anyres_image_grid_shape, image_size_to_num_patches
 
 from hivtp.runtime.backend import VisionResult
-from hivtp.runtime.layout import PrunedSequence, next_image_layout, prune_sequence
+from hivtp.runtime.layout import (
+    PrunedSequence,
+    crops_per_image,
+    flatten_crops,
+    next_features,
+    prune_sequence,
+    split_kept,
+)
 
 # pixel_values [n, 3, H, W] -> selected [n, Kmax, D], counts [n], indices [n, Kmax]: the vision engine's contract
 VisionFn = Callable[[torch.Tensor], tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
@@ -74,94 +80,23 @@ def build_prompt_tables(sequence: PrunedSequence, features: torch.Tensor, vocab_
     return RequestPrompts(input_ids=ids, tables=tables)
 
 
-def split_kept(selected: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
-    """Vision-engine outputs -> kept features image after image: [n, Kmax, D], counts [n] -> [sum counts, D]."""
-    n, kmax, _ = selected.shape
-    if counts.shape != (n,) or bool((counts < 0).any()) or bool((counts > kmax).any()):
-        raise ValueError(f"counts must be [n] in [0, {kmax}] for {n} images, got {counts.tolist()}")
-    valid = torch.arange(kmax, device=selected.device) < counts.to(selected.device).long()[:, None]  # [n, Kmax]
-    return selected[valid]
-
-
-def next_crop_plan(
-    image_sizes: torch.Tensor, pinpoints: list, crop_side: int
-) -> tuple[list[int], list[tuple[int, int]]]:
-    """LLaVA-NeXT crops per image (base included) and their (rows, cols) grid, as HF's processor made them."""
-    num_crops = [int(image_size_to_num_patches(size, pinpoints, crop_side)) for size in image_sizes]
-    grids = [
-        tuple(int(x) for x in get_anyres_image_grid_shape(size, pinpoints, crop_side)) if n > 1 else (0, 0)
-        for size, n in zip(image_sizes, num_crops)
-    ]
-    return num_crops, grids  # type: ignore[return-value]
-
-
-def flatten_crops(pixel_values: torch.Tensor, num_crops: Sequence[int]) -> torch.Tensor:
-    """[M, max crops, 3, H, W] (padded to the batch maximum) -> [C, 3, H, W], the real crops image after image."""
-    if pixel_values.dim() == 4:
-        return pixel_values
-    return torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)])
-
-
-def next_kept_features(
-    selected: torch.Tensor,
-    indices: torch.Tensor,
-    image_newline: torch.Tensor,
-    grid: tuple[int, int],
-    num_crops: Sequence[int],
-    crop_grids: Sequence[tuple[int, int]],
-    image_sizes: torch.Tensor,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LLaVA-NeXT: crops' selected features -> each image's kept tokens in HF's order (newlines included).
-
-    selected: [C, Kmax, D] projected kept features per crop (slot s holds patch indices[c, s]);
-    indices: [C, Kmax] ascending patch ids, -1 padded; crops image after image, base crop first;
-    crop_grids[m]: (rows, cols) of image m's crops ((0, 0) for a single crop); image_sizes: [M, 2].
-    The order comes from `next_image_layout`, the same function the torch backend uses.
-    Returns (features [sum kept, D], kept_tokens [M], full_tokens [M]).
-    """
-    C, kmax, D = selected.shape
-    P = grid[0] * grid[1]
-    device = selected.device
-    if sum(num_crops) != C or len(num_crops) != len(crop_grids) or len(num_crops) != len(image_sizes):
-        raise ValueError(f"{C} crops from the engine, but the images have {list(num_crops)} crops")
-    idx = indices.long().to(device)
-    safe = idx.masked_fill(idx < 0, P)  # column P: sentinel for padded slots
-    kept = torch.zeros(C, P + 1, dtype=torch.bool, device=device).scatter(1, safe, True)[:, :P]  # [C, P]
-    slot = torch.zeros(C, P + 1, dtype=torch.int64, device=device)
-    slot = slot.scatter(1, safe, torch.arange(kmax, device=device).expand(C, kmax))[:, :P]  # [C, P]
-    rows = (slot + torch.arange(C, device=device)[:, None] * kmax).flatten()  # [C * P]: row in the table below
-    table = torch.cat([selected.reshape(C * kmax, D), image_newline.reshape(1, D).to(selected)])  # newline last
-    pieces, kept_tokens, full_tokens, start = [], [], [], 0
-    for n, crop_grid, size in zip(num_crops, crop_grids, image_sizes):
-        crops = kept[start : start + n]  # [n, P]
-        ids = next_image_layout(crops, grid, crop_grid, size)  # [k]: crop-token ids, -1 = newline
-        full = next_image_layout(torch.ones_like(crops), grid, crop_grid, size)
-        pieces.append(table[torch.where(ids >= 0, rows[start * P + ids.clamp(min=0)], C * kmax)])
-        kept_tokens.append(len(ids))
-        full_tokens.append(len(full))
-        start += n
-    as_tensor = lambda xs: torch.tensor(xs, dtype=torch.int64, device=device)  # noqa: E731
-    return torch.cat(pieces), as_tensor(kept_tokens), as_tensor(full_tokens)
-
-
 def pruned_layout(
     inputs: dict[str, torch.Tensor], hf_config: Any, run_vision: VisionFn, image_newline: torch.Tensor | None
 ) -> VisionResult:
     """Processor outputs -> kept features and the pruned layout, given a function with the vision engine's contract.
 
     LLaVA-NeXT crops go through `run_vision` as one batch; the layout is the torch backend's
-    (`next_kept_features` / `split_kept`, then `prune_sequence`), so both backends feed the LLM the same sequence.
+    (`next_features` / `split_kept`, then `prune_sequence`), so both backends feed the LLM the same sequence.
     """
     side = hf_config.vision_config.image_size
     grid = (side // hf_config.vision_config.patch_size,) * 2
     if hf_config.model_type == "llava_next":
         if image_newline is None:
             raise ValueError("LLaVA-NeXT needs the image_newline row")
-        num_crops, crop_grids = next_crop_plan(inputs["image_sizes"], hf_config.image_grid_pinpoints, side)
+        pinpoints, sizes = hf_config.image_grid_pinpoints, inputs["image_sizes"]
+        num_crops = crops_per_image(sizes, pinpoints, side)
         selected, _, indices = run_vision(flatten_crops(inputs["pixel_values"], num_crops))  # [C, Kmax, D]
-        features, kept, full = next_kept_features(
-            selected, indices, image_newline, grid, num_crops, crop_grids, inputs["image_sizes"]
-        )
+        features, kept, full = next_features(selected, indices, image_newline, sizes, pinpoints, side, grid)
     else:
         selected, counts, _ = run_vision(inputs["pixel_values"])  # [n, Kmax, D], [n]
         features, kept = split_kept(selected, counts), counts.long()

@@ -2,7 +2,7 @@
 
 Per batch: the HF processor on the CPU; the vision engine (CLIP tower, hivtp Score / Select plugins,
 projector) on every image, or every LLaVA-NeXT crop, as one batch; the kept tokens laid out exactly as
-the torch backend lays them out (`split_kept` / `next_kept_features` -> `prune_sequence`); then every
+the torch backend lays them out (`split_kept` / `next_features` -> `prune_sequence`); then every
 request gets its own prompt table and fake ids (`build_prompt_tables`) and `ModelRunnerCpp.generate`
 runs them (streamed for `generate` / `stream`). Batches mix images, prompts and kept counts freely.
 `prefill` generates one token and leaves nothing running; `decode(n)` reruns the requests for 1 + n

@@ -12,8 +12,9 @@ import pytest
 import torch
 
 from hivtp import HIVTPConfig
-from hivtp.runtime.hf import _select_and_project, prune_inputs
-from hivtp.runtime.prompt_table import build_prompt_tables, flatten_crops, next_crop_plan, pruned_layout, split_kept
+from hivtp.runtime.hf import select_and_project, prune_inputs
+from hivtp.runtime.layout import crops_per_image, flatten_crops, split_kept
+from hivtp.runtime.prompt_table import build_prompt_tables, pruned_layout
 
 PROMPTS = ["USER: <image> what color is the circle ? ASSISTANT:", "<image> describe"]
 TWO_IN_FIRST = ["USER: <image> and <image> which is left ? ASSISTANT:", "<image> describe"]  # 3 images
@@ -71,7 +72,7 @@ def torch_vision(model, config):
     a stand-in for the engine's *numbers*, so that the host-side assembly around it is tested on the CPU."""
 
     def run(pixel_values: torch.Tensor):
-        _, indices, counts, selected = _select_and_project(model, pixel_values, config)
+        _, indices, counts, selected = select_and_project(model, pixel_values, config)
         return selected, counts.to(torch.int32), indices.to(torch.int32)  # the engine's int32 outputs
 
     return run
@@ -90,7 +91,7 @@ def test_engine_outputs_give_the_torch_layout(tiny, two_images, budget) -> None:
     for name in ("input_ids", "attention_mask", "position_ids", "feature_rows", "source_positions"):
         assert torch.equal(getattr(ours.sequence, name), getattr(pruned.sequence, name)), name
     if kind == "llava_next":
-        num_crops, _ = next_crop_plan(
+        num_crops = crops_per_image(
             inputs["image_sizes"], model.config.image_grid_pinpoints, model.config.vision_config.image_size
         )
         assert flatten_crops(inputs["pixel_values"], num_crops).shape[0] == sum(num_crops)
