@@ -2,9 +2,18 @@
 
 from __future__ import annotations
 
-from pathlib import Path
+import os
 
-import pytest
+import torch
+
+if not torch.cuda.is_available():
+    # Triton kernels run on the CPU interpreter; this must be set before anything imports triton
+    # (transformers does, below), else triton builds its language in compiled mode.
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+from pathlib import Path  # noqa: E402
+
+import pytest  # noqa: E402
 from PIL import Image
 from transformers import AutoProcessor
 

@@ -1,0 +1,1 @@
+"""GPU benchmarks of the HIVTP Triton kernels: `python -m hivtp.plugins.benchmarks.bench_<op>`."""
