@@ -85,6 +85,9 @@ def peak_memory_mib(device: torch.device) -> float:
 
 
 def git_commit() -> str:
+    """Short commit of the code that ran; $HIVTP_COMMIT where the tree has no .git (a copied checkout)."""
+    if os.environ.get("HIVTP_COMMIT"):
+        return os.environ["HIVTP_COMMIT"]
     try:
         out = subprocess.run(
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=10,

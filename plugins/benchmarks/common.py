@@ -5,7 +5,6 @@ from __future__ import annotations
 import datetime
 import json
 import re
-import subprocess
 import sys
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import triton
 from transformers import CLIPVisionConfig
 
 from hivtp.config import HIVTPConfig
+from hivtp.timing import git_commit
 
 BATCHES = (1, 8, 32)
 SPECIALS = (float("nan"), float("-inf"), float("inf"), -0.0, 0.0)
@@ -54,16 +54,11 @@ def require_cuda(script: str) -> None:
 
 def environment() -> dict:
     """Device, date and commit: enough to tell two result files apart."""
-    try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True,
-                                check=True).stdout.strip()
-    except (OSError, subprocess.CalledProcessError):
-        commit = "unknown"
     return {
         "device": torch.cuda.get_device_name(),
         "capability": list(torch.cuda.get_device_capability()),
         "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": commit,
+        "commit": git_commit(),
         "torch": torch.__version__,
         "triton": triton.__version__,
     }

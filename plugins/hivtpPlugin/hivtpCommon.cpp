@@ -54,4 +54,19 @@ void logCaught(char const* where) noexcept
     }
 }
 
+void logCaught(char const* scope, char const* method, char const* detail) noexcept
+{
+    try
+    {
+        std::string where = std::string(scope) + "::" + method;
+        if (detail != nullptr)
+            where += std::string("(") + detail + ")";
+        logCaught(where.c_str()); // still inside the caller's catch: the exception in flight is the caller's
+    }
+    catch (...)
+    {
+        // Out of memory for the name: nothing else can be logged.
+    }
+}
+
 } // namespace hivtp

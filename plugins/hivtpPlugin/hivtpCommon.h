@@ -78,4 +78,8 @@ inline void logWarning(std::string const& message) noexcept
 //! Log the exception in flight as "<where>: <what>"; call only inside a catch block.
 void logCaught(char const* where) noexcept;
 
+//! The same with where = "<scope>::<method>", or "<scope>::<method>(<detail>)" when detail is not nullptr.
+//! Builds the name itself, so that callers (the shared plugin templates) need no allocation in their catch.
+void logCaught(char const* scope, char const* method, char const* detail = nullptr) noexcept;
+
 } // namespace hivtp

@@ -3,13 +3,13 @@
  *   Score:  queries, keys [L, B, H, N, d]            -> scores [B, P] fp32             (P = N - 1)
  *   Select: scores [B, P] fp32, features [B, P, D]   -> selected [B, Kmax, D], counts [B] int32,
  *                                                       indices [B, Kmax] int32 (ascending, -1 padded)
- * Each plugin implements the three V3One capabilities; creators implement IPluginCreatorV3One.
+ * Each plugin implements the three V3One capabilities; creators implement IPluginCreatorV3One. What the
+ * two share (identity, capabilities, clone, serialization, the creators) is in hivtpPluginBase.h.
  * Kernels come from the embedded cubin table (hivtpKernels.h), loaded at creation.
  */
 #pragma once
 
-#include "hivtpFields.h"
-#include "hivtpLaunch.h"
+#include "hivtpPluginBase.h"
 
 #include "NvInferRuntime.h"
 
@@ -20,22 +20,40 @@
 namespace hivtp
 {
 
-class ScorePlugin : public nvinfer1::IPluginV3,
-                    public nvinfer1::IPluginV3OneCore,
-                    public nvinfer1::IPluginV3OneBuild,
-                    public nvinfer1::IPluginV3OneRuntime
+//! Score's op-specific pieces for PluginBase / PluginCreator (hivtpPluginBase.h).
+struct ScoreTraits
+{
+    using Config = ScoreConfig;
+    static constexpr char const* kNAME = kSCORE_NAME;
+    static constexpr auto declareFields = scoreFieldDeclarations;
+    static constexpr auto parseFields = parseScoreFields;
+    static constexpr auto validateConfig = validateScoreConfig;
+    static constexpr auto writeFields = writeScoreFields;
+    static std::vector<std::string> kernelFamilies()
+    {
+        return {kSCORE_KERNEL, kSCORE_REDUCE_KERNEL};
+    }
+};
+
+//! Select's op-specific pieces for PluginBase / PluginCreator (hivtpPluginBase.h).
+struct SelectTraits
+{
+    using Config = SelectConfig;
+    static constexpr char const* kNAME = kSELECT_NAME;
+    static constexpr auto declareFields = selectFieldDeclarations;
+    static constexpr auto parseFields = parseSelectFields;
+    static constexpr auto validateConfig = validateSelectConfig;
+    static constexpr auto writeFields = writeSelectFields;
+    static std::vector<std::string> kernelFamilies()
+    {
+        return {kSELECT_KERNEL, kGATHER_KERNEL};
+    }
+};
+
+class ScorePlugin : public PluginBase<ScorePlugin, ScoreTraits>
 {
 public:
     ScorePlugin(ScoreConfig config, std::shared_ptr<DeviceKernels const> kernels);
-
-    // IPluginV3
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
-
-    // IPluginV3OneCore
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
 
     // IPluginV3OneBuild
     int32_t getNbOutputs() const noexcept override;
@@ -56,39 +74,20 @@ public:
         int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
-    nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-    ScoreConfig const& config() const
-    {
-        return mConfig;
-    }
 
 private:
     void checkShapes(nvinfer1::Dims const& q, nvinfer1::Dims const& k) const;
-
-    // serialized attributes
-    ScoreConfig mConfig{};
-    // shared, loaded at creation
-    std::shared_ptr<DeviceKernels const> mKernels;
-    FieldWriter mFields;
 };
 
-class SelectPlugin : public nvinfer1::IPluginV3,
-                     public nvinfer1::IPluginV3OneCore,
-                     public nvinfer1::IPluginV3OneBuild,
-                     public nvinfer1::IPluginV3OneRuntime
+class SelectPlugin : public PluginBase<SelectPlugin, SelectTraits>
 {
 public:
     SelectPlugin(SelectConfig config, std::shared_ptr<DeviceKernels const> kernels);
 
-    nvinfer1::IPluginCapability* getCapabilityInterface(nvinfer1::PluginCapabilityType type) noexcept override;
-    nvinfer1::IPluginV3* clone() noexcept override;
+    //! Shares the device geometry as well (tables are shared, never copied); hides PluginBase::copy.
+    std::unique_ptr<SelectPlugin> copy() const;
 
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-
+    // IPluginV3OneBuild
     int32_t getNbOutputs() const noexcept override;
     int32_t getOutputDataTypes(nvinfer1::DataType* outputTypes, int32_t nbOutputs, nvinfer1::DataType const* inputTypes,
         int32_t nbInputs) const noexcept override;
@@ -102,62 +101,25 @@ public:
     size_t getWorkspaceSize(nvinfer1::DynamicPluginTensorDesc const* inputs, int32_t nbInputs,
         nvinfer1::DynamicPluginTensorDesc const* outputs, int32_t nbOutputs) const noexcept override;
 
+    // IPluginV3OneRuntime (attachToContext also uploads the geometry)
     int32_t onShapeChange(nvinfer1::PluginTensorDesc const* in, int32_t nbInputs, nvinfer1::PluginTensorDesc const* out,
         int32_t nbOutputs) noexcept override;
     int32_t enqueue(nvinfer1::PluginTensorDesc const* inputDesc, nvinfer1::PluginTensorDesc const* outputDesc,
         void const* const* inputs, void* const* outputs, void* workspace, cudaStream_t stream) noexcept override;
     nvinfer1::IPluginV3* attachToContext(nvinfer1::IPluginResourceContext* context) noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldsToSerialize() noexcept override;
-
-    SelectConfig const& config() const
-    {
-        return mConfig;
-    }
 
     //! Kmax for P patches (P < 0: unknown, needs an explicit grid); throws when it cannot be known.
     int32_t kmaxFor(int64_t numPatches) const;
 
 private:
+    //! Resolves mConfig's grid_h / grid_w from P when they were given as 0 (configurePlugin, onShapeChange).
     void resolveGridFrom(int64_t numPatches);
 
-    // serialized attributes (grid_h / grid_w are resolved from P at configurePlugin when given as 0)
-    SelectConfig mConfig{};
-    // shared, loaded at creation / attach
-    std::shared_ptr<DeviceKernels const> mKernels;
+    // shared, uploaded at attach (or at onShapeChange when the grid is only known then)
     std::shared_ptr<DeviceGeometry const> mGeometry;
-    FieldWriter mFields;
 };
 
-class ScoreCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    ScoreCreator();
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mCollection{};
-};
-
-class SelectCreator : public nvinfer1::IPluginCreatorV3One
-{
-public:
-    SelectCreator();
-    char const* getPluginName() const noexcept override;
-    char const* getPluginVersion() const noexcept override;
-    char const* getPluginNamespace() const noexcept override;
-    nvinfer1::PluginFieldCollection const* getFieldNames() noexcept override;
-    nvinfer1::IPluginV3* createPlugin(
-        char const* name, nvinfer1::PluginFieldCollection const* fc, nvinfer1::TensorRTPhase phase) noexcept override;
-
-private:
-    std::vector<nvinfer1::PluginField> mFields;
-    nvinfer1::PluginFieldCollection mCollection{};
-};
+using ScoreCreator = PluginCreator<ScorePlugin>;
+using SelectCreator = PluginCreator<SelectPlugin>;
 
 } // namespace hivtp

@@ -30,58 +30,8 @@ std::string dimsText(Dims const& d)
 } // namespace
 
 ScorePlugin::ScorePlugin(ScoreConfig config, std::shared_ptr<DeviceKernels const> kernels)
-    : mConfig(std::move(config))
-    , mKernels(std::move(kernels))
+    : PluginBase(std::move(config), std::move(kernels))
 {
-    validateScoreConfig(mConfig);
-    HIVTP_VALIDATE(mKernels != nullptr, "Score: no kernels loaded");
-}
-
-IPluginCapability* ScorePlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
-{
-    try
-    {
-        switch (type)
-        {
-        case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
-        case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
-        case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
-        }
-        HIVTP_VALIDATE(false, "unknown capability type " << static_cast<int32_t>(type));
-    }
-    catch (...)
-    {
-        logCaught("Score::getCapabilityInterface");
-    }
-    return nullptr;
-}
-
-IPluginV3* ScorePlugin::clone() noexcept
-{
-    try
-    {
-        return new ScorePlugin(mConfig, mKernels);
-    }
-    catch (...)
-    {
-        logCaught("Score::clone");
-    }
-    return nullptr;
-}
-
-char const* ScorePlugin::getPluginName() const noexcept
-{
-    return kSCORE_NAME;
-}
-
-char const* ScorePlugin::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* ScorePlugin::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
 }
 
 int32_t ScorePlugin::getNbOutputs() const noexcept
@@ -241,68 +191,6 @@ int32_t ScorePlugin::enqueue(PluginTensorDesc const* inputDesc, PluginTensorDesc
         logCaught("Score::enqueue");
     }
     return -1;
-}
-
-IPluginV3* ScorePlugin::attachToContext(IPluginResourceContext* /*context*/) noexcept
-{
-    return clone();
-}
-
-PluginFieldCollection const* ScorePlugin::getFieldsToSerialize() noexcept
-{
-    try
-    {
-        writeScoreFields(mConfig, mFields);
-        return mFields.collection();
-    }
-    catch (...)
-    {
-        logCaught("Score::getFieldsToSerialize");
-    }
-    return nullptr;
-}
-
-ScoreCreator::ScoreCreator()
-    : mFields(scoreFieldDeclarations())
-{
-    mCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mCollection.fields = mFields.data();
-}
-
-char const* ScoreCreator::getPluginName() const noexcept
-{
-    return kSCORE_NAME;
-}
-
-char const* ScoreCreator::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* ScoreCreator::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
-}
-
-PluginFieldCollection const* ScoreCreator::getFieldNames() noexcept
-{
-    return &mCollection;
-}
-
-IPluginV3* ScoreCreator::createPlugin(char const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
-{
-    try
-    {
-        ScoreConfig config = parseScoreFields(fc);
-        // Load at creation (build and deserialisation alike): a GPU the library has no cubin for fails here.
-        auto kernels = loadKernels({kSCORE_KERNEL, kSCORE_REDUCE_KERNEL});
-        return new ScorePlugin(std::move(config), std::move(kernels));
-    }
-    catch (...)
-    {
-        logCaught((std::string("Score::createPlugin(") + (name ? name : "") + ")").c_str());
-    }
-    return nullptr;
 }
 
 } // namespace hivtp

@@ -41,60 +41,15 @@ int64_t checkInputs(Dims const& scores, Dims const& features)
 } // namespace
 
 SelectPlugin::SelectPlugin(SelectConfig config, std::shared_ptr<DeviceKernels const> kernels)
-    : mConfig(std::move(config))
-    , mKernels(std::move(kernels))
+    : PluginBase(std::move(config), std::move(kernels))
 {
-    validateSelectConfig(mConfig);
-    HIVTP_VALIDATE(mKernels != nullptr, "Select: no kernels loaded");
 }
 
-IPluginCapability* SelectPlugin::getCapabilityInterface(PluginCapabilityType type) noexcept
+std::unique_ptr<SelectPlugin> SelectPlugin::copy() const
 {
-    try
-    {
-        switch (type)
-        {
-        case PluginCapabilityType::kBUILD: return static_cast<IPluginV3OneBuild*>(this);
-        case PluginCapabilityType::kRUNTIME: return static_cast<IPluginV3OneRuntime*>(this);
-        case PluginCapabilityType::kCORE: return static_cast<IPluginV3OneCore*>(this);
-        }
-        HIVTP_VALIDATE(false, "unknown capability type " << static_cast<int32_t>(type));
-    }
-    catch (...)
-    {
-        logCaught("Select::getCapabilityInterface");
-    }
-    return nullptr;
-}
-
-IPluginV3* SelectPlugin::clone() noexcept
-{
-    try
-    {
-        auto* copy = new SelectPlugin(mConfig, mKernels);
-        copy->mGeometry = mGeometry; // device tables are shared, never copied
-        return copy;
-    }
-    catch (...)
-    {
-        logCaught("Select::clone");
-    }
-    return nullptr;
-}
-
-char const* SelectPlugin::getPluginName() const noexcept
-{
-    return kSELECT_NAME;
-}
-
-char const* SelectPlugin::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* SelectPlugin::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
+    auto copy = std::make_unique<SelectPlugin>(mConfig, mKernels);
+    copy->mGeometry = mGeometry; // device tables are shared, never copied
+    return copy;
 }
 
 int32_t SelectPlugin::getNbOutputs() const noexcept
@@ -281,72 +236,14 @@ IPluginV3* SelectPlugin::attachToContext(IPluginResourceContext* /*context*/) no
 {
     try
     {
-        std::unique_ptr<SelectPlugin> copy(new SelectPlugin(mConfig, mKernels));
-        copy->mGeometry = mGeometry;
-        if (!copy->mGeometry && mConfig.gridH > 0) // upload here, outside enqueue and any stream capture
-            copy->mGeometry = deviceGeometry(mConfig.gridH, mConfig.gridW, mConfig.params);
-        return copy.release();
+        std::unique_ptr<SelectPlugin> attached = copy();
+        if (!attached->mGeometry && mConfig.gridH > 0) // upload here, outside enqueue and any stream capture
+            attached->mGeometry = deviceGeometry(mConfig.gridH, mConfig.gridW, mConfig.params);
+        return attached.release();
     }
     catch (...)
     {
         logCaught("Select::attachToContext");
-    }
-    return nullptr;
-}
-
-PluginFieldCollection const* SelectPlugin::getFieldsToSerialize() noexcept
-{
-    try
-    {
-        writeSelectFields(mConfig, mFields);
-        return mFields.collection();
-    }
-    catch (...)
-    {
-        logCaught("Select::getFieldsToSerialize");
-    }
-    return nullptr;
-}
-
-SelectCreator::SelectCreator()
-    : mFields(selectFieldDeclarations())
-{
-    mCollection.nbFields = static_cast<int32_t>(mFields.size());
-    mCollection.fields = mFields.data();
-}
-
-char const* SelectCreator::getPluginName() const noexcept
-{
-    return kSELECT_NAME;
-}
-
-char const* SelectCreator::getPluginVersion() const noexcept
-{
-    return kPLUGIN_VERSION;
-}
-
-char const* SelectCreator::getPluginNamespace() const noexcept
-{
-    return kPLUGIN_NAMESPACE;
-}
-
-PluginFieldCollection const* SelectCreator::getFieldNames() noexcept
-{
-    return &mCollection;
-}
-
-IPluginV3* SelectCreator::createPlugin(char const* name, PluginFieldCollection const* fc, TensorRTPhase /*phase*/) noexcept
-{
-    try
-    {
-        SelectConfig config = parseSelectFields(fc);
-        // Load at creation (build and deserialisation alike): a GPU the library has no cubin for fails here.
-        auto kernels = loadKernels({kSELECT_KERNEL, kGATHER_KERNEL});
-        return new SelectPlugin(std::move(config), std::move(kernels));
-    }
-    catch (...)
-    {
-        logCaught((std::string("Select::createPlugin(") + (name ? name : "") + ")").c_str());
     }
     return nullptr;
 }
