@@ -102,6 +102,7 @@ TEST_KERNELS = PLUGIN_DIR / "tests" / "test_kernels.json"
         ("num_params", 3, "num_params 3 < 15"),
         ("arch", "sm90", "arch must look like"),
         ("grid", None, "lacks ['grid']"),
+        ("grid", '(B, 1, 1)"; x', "not a plain formula"),
     ],
 )
 def test_generator_refuses_what_the_launcher_cannot_run(tmp_path: Path, field: str, value, message: str):

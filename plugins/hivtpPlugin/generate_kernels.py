@@ -140,7 +140,7 @@ def check(records: list[Record]) -> None:
             raise GenerateError(f"{where}: {len(r.arg_names)} arg names but {len(r.arg_types)} arg types")
         if r.num_params < len(r.arg_names):
             raise GenerateError(f"{where}: num_params {r.num_params} < {len(r.arg_names)} runtime arguments")
-        if not re.fullmatch(r"[A-Za-z0-9_(),+\- ]+", r.grid):
+        if not re.fullmatch(r"[A-Za-z0-9_(),+\-* ]+", r.grid):  # embedded in a C string literal
             raise GenerateError(f"{where}: grid {r.grid!r} is not a plain formula")
         for name in (r.kernel, r.kernel_name, *r.arg_names, *(n for n, _ in r.constexprs)):
             if not _IDENT.match(name):

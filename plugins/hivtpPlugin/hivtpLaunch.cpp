@@ -34,10 +34,10 @@ uint32_t toDim(int64_t value, char const* what)
 std::vector<LauncherContract> const& launcherContracts()
 {
     static std::vector<LauncherContract> const contracts{
-        {kSCORE_KERNEL, "(cdiv(N, BLOCK_M), B, 1)",
+        {kSCORE_KERNEL, "(cdiv(N, BLOCK_M), L * H, B)",
             {"q_ptr", "k_ptr", "partial_ptr", "L", "H", "N", "scale", "stride_ql", "stride_qb", "stride_qh",
                 "stride_qn", "stride_kl", "stride_kb", "stride_kh", "stride_kn"}},
-        {kSCORE_REDUCE_KERNEL, "(cdiv(N - 1, BLOCK), B, 1)", {"partial_ptr", "out_ptr", "M", "N", "count"}},
+        {kSCORE_REDUCE_KERNEL, "(cdiv(N - 1, BLOCK), B, 1)", {"partial_ptr", "out_ptr", "R", "N", "count"}},
         {kSELECT_KERNEL, "(B, 1, 1)",
             {"scores_ptr", "region_of_ptr", "region_start_ptr", "region_quota_ptr", "window_of_ptr",
                 "window_start_ptr", "indices_ptr", "counts_ptr", "stages_ptr", "P", "KMAX", "IS_BUDGET", "stride_sb"}},
@@ -103,16 +103,22 @@ int64_t align256(int64_t bytes)
     return (bytes + 255) / 256 * 256;
 }
 
-ScorePlan planScore(int64_t B, int64_t N, int64_t blockM, int64_t blockReduce)
+ScorePlan planScore(int64_t L, int64_t B, int64_t H, int64_t N, int64_t blockM, int64_t blockReduce)
 {
     HIVTP_VALIDATE(N >= 2 && N <= kMAX_TOKENS, "Score needs 2 <= N <= " << kMAX_TOKENS << " tokens, got N = " << N);
     HIVTP_VALIDATE(B >= 1 && B <= kMAX_GRID_Y, "Score needs 1 <= B <= " << kMAX_GRID_Y << ", got B = " << B);
+    HIVTP_VALIDATE(L >= 1 && H >= 1 && L * H <= kMAX_GRID_Y,
+        "Score needs 1 <= L * H <= " << kMAX_GRID_Y << ", got L = " << L << ", H = " << H);
     HIVTP_VALIDATE(blockM > 0 && blockReduce > 0, "bad block sizes " << blockM << ", " << blockReduce);
     ScorePlan plan;
     plan.rowBlocks = ceilDiv(N, blockM);
-    plan.grid = dim3(toDim(plan.rowBlocks, "row blocks"), toDim(B, "B"), 1);
+    plan.partialRows = L * H * plan.rowBlocks;
+    HIVTP_VALIDATE(B * plan.partialRows * N < (int64_t{1} << 31),
+        "Score partials [B, L * H * M, N] = [" << B << ", " << plan.partialRows << ", " << N
+                                               << "] overflow the kernels' int32 offsets");
+    plan.grid = dim3(toDim(plan.rowBlocks, "row blocks"), toDim(L * H, "L * H"), toDim(B, "B"));
     plan.reduceGrid = dim3(toDim(ceilDiv(N - 1, blockReduce), "patch blocks"), toDim(B, "B"), 1);
-    plan.workspaceBytes = align256(B * plan.rowBlocks * N * static_cast<int64_t>(sizeof(float)));
+    plan.workspaceBytes = align256(B * plan.partialRows * N * static_cast<int64_t>(sizeof(float)));
     return plan;
 }
 
@@ -294,7 +300,7 @@ cudaError_t launchScore(LoadedKernel const& main, LoadedKernel const& reduce, Sc
     int64_t const L = q.d[0], B = q.d[1], H = q.d[2], N = q.d[3], d = q.d[4];
     HIVTP_VALIDATE(L * B * H * N * d < (int64_t{1} << 31), "queries have " << L * B * H * N * d
                                                                        << " elements; the kernel's offsets are int32");
-    ScorePlan const plan = planScore(B, N, constexprValue(*main.entry, "BLOCK_M", -1),
+    ScorePlan const plan = planScore(L, B, H, N, constexprValue(*main.entry, "BLOCK_M", -1),
         constexprValue(*reduce.entry, "BLOCK", -1));
     auto const s = contiguousStrides(q);
     KernelArgs args(*main.entry);
@@ -308,7 +314,7 @@ cudaError_t launchScore(LoadedKernel const& main, LoadedKernel const& reduce, Sc
         return status;
     KernelArgs reduceArgs(*reduce.entry);
     reduceArgs.ptr("partial_ptr", a.workspace).ptr("out_ptr", a.scores);
-    reduceArgs.integer("M", plan.rowBlocks).integer("N", N).real("count", static_cast<float>(L * H * N));
+    reduceArgs.integer("R", plan.partialRows).integer("N", N).real("count", static_cast<float>(L * H * N));
     return launch(reduce, plan.reduceGrid, reduceArgs, stream);
 }
 

@@ -3,7 +3,7 @@
  * serves a shape, the launch grids, the workspace, and the named arguments. The grid/workspace
  * arithmetic is pure (unit-tested on the host); the launchers only fill KernelArgs and launch.
  * Legend: L score layers, B batch, H heads, N = 1 + P tokens, d head dim, P patches, D feature width,
- * M = ceil(N / BLOCK_M) row blocks, Kmax static output width.
+ * M = ceil(N / BLOCK_M) row blocks, R = L * H * M partial rows per image, Kmax static output width.
  */
 #pragma once
 
@@ -50,13 +50,15 @@ int64_t align256(int64_t bytes);
 struct ScorePlan
 {
     int64_t rowBlocks{};      // M
-    dim3 grid{1, 1, 1};       // score_kernel: (M, B)
+    int64_t partialRows{};    // R = L * H * M: one partial row per (layer, head, row block) of an image
+    dim3 grid{1, 1, 1};       // score_kernel: (M, L * H, B)
     dim3 reduceGrid{1, 1, 1}; // score_reduce_kernel: (ceil(P / BLOCK), B)
-    int64_t workspaceBytes{}; // partials [B, M, N] fp32
+    int64_t workspaceBytes{}; // partials [B, L * H * M, N] fp32
 };
 
-//! Pure: the launch of one Score call; throws on shapes the kernels refuse (N < 2, grid limits).
-ScorePlan planScore(int64_t B, int64_t N, int64_t blockM, int64_t blockReduce);
+//! Pure: the launch of one Score call; throws on shapes the kernels refuse (N < 2, grid limits,
+//! partials beyond the kernels' int32 offsets).
+ScorePlan planScore(int64_t L, int64_t B, int64_t H, int64_t N, int64_t blockM, int64_t blockReduce);
 
 //! Workspace layout and grids of one Select call. select_kernel writes indices/counts in the type it
 //! was compiled with; when that is int64 they go to the workspace and are narrowed into the int32

@@ -128,7 +128,8 @@ int32_t ScorePlugin::configurePlugin(
         HIVTP_VALIDATE(pickScore(*mKernels, in[0].desc.type, maxN, d) != nullptr,
             "Score: no compiled score_kernel variant for " << tritonType(in[0].desc.type) << " with head dim d = " << d
                                                            << " and N = " << maxN << " tokens on this device");
-        planScore(in[0].max.d[1], maxN, 1, 1); // refuse shapes the kernels cannot take, at build time
+        // refuse shapes the kernels cannot take, at build time (grid extents, int32 partial offsets)
+        planScore(in[0].max.d[0], in[0].max.d[1], in[0].max.d[2], maxN, minScoreBlockM(*mKernels, in[0].desc.type, d), 1);
         return 0;
     }
     catch (...)
@@ -148,7 +149,7 @@ size_t ScorePlugin::getWorkspaceSize(DynamicPluginTensorDesc const* inputs, int3
         // Any shape up to the max may run: size the partials for the max N and the smallest BLOCK_M.
         int64_t const blockM = minScoreBlockM(*mKernels, inputs[0].desc.type, q.d[4]);
         HIVTP_VALIDATE(blockM > 0, "Score: no kernel variant for the max shape " << dimsText(q));
-        return static_cast<size_t>(planScore(q.d[1], q.d[3], blockM, 1).workspaceBytes);
+        return static_cast<size_t>(planScore(q.d[0], q.d[1], q.d[2], q.d[3], blockM, 1).workspaceBytes);
     }
     catch (...)
     {

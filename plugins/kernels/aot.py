@@ -103,13 +103,14 @@ CONTRACTS = (
         (("q_ptr", "*{T}"), ("k_ptr", "*{T}"), ("partial_ptr", "*fp32"), ("L", "i32"), ("H", "i32"), ("N", "i32"),
          ("scale", "fp32"), ("stride_ql", "i32"), ("stride_qb", "i32"), ("stride_qh", "i32"), ("stride_qn", "i32"),
          ("stride_kl", "i32"), ("stride_kb", "i32"), ("stride_kh", "i32"), ("stride_kn", "i32")),
-        "(cdiv(N, BLOCK_M), B, 1)", _score_variants(),
+        "(cdiv(N, BLOCK_M), L * H, B)", _score_variants(),
     ),
     KernelContract(
         "score_reduce", score_mod.score_reduce_kernel,
-        (("partial_ptr", "*fp32"), ("out_ptr", "*fp32"), ("M", "i32"), ("N", "i32"), ("count", "fp32")),
+        (("partial_ptr", "*fp32"), ("out_ptr", "*fp32"), ("R", "i32"), ("N", "i32"), ("count", "fp32")),
         "(cdiv(N - 1, BLOCK), B, 1)",
-        (Variant("score_reduce", "fp32", (("BLOCK", score_mod.BLOCK_REDUCE),), score_mod.REDUCE_WARPS),),
+        (Variant("score_reduce", "fp32", (("BLOCK", score_mod.BLOCK_REDUCE), ("BLOCK_R", score_mod.BLOCK_R)),
+                 score_mod.REDUCE_WARPS),),
     ),
     KernelContract(
         "select", select_mod.select_kernel,

@@ -97,14 +97,20 @@ void testGeometryFunctions()
 void testPlans()
 {
     gCurrentTest = "launch plans";
-    ScorePlan const s = planScore(2, 577, 16, 256);
-    CHECK(s.rowBlocks == 37);
-    CHECK(s.grid.x == 37 && s.grid.y == 2 && s.grid.z == 1);
-    CHECK(s.reduceGrid.x == 3 && s.reduceGrid.y == 2 && s.reduceGrid.z == 1);
-    CHECK(s.workspaceBytes == align256(2 * 37 * 577 * 4));
-    CHECK_THROWS(planScore(2, 1, 16, 256), "N = 1");
-    CHECK_THROWS(planScore(2, 1025, 16, 256), "N = 1025");
-    CHECK_THROWS(planScore(70000, 577, 16, 256), "B = 70000");
+    ScorePlan const s = planScore(3, 2, 16, 577, 16, 64); // L = 3, B = 2, H = 16: ViT-L/14-336
+    CHECK(s.rowBlocks == 37 && s.partialRows == 3 * 16 * 37);
+    CHECK(s.grid.x == 37 && s.grid.y == 48 && s.grid.z == 2);
+    CHECK(s.reduceGrid.x == 9 && s.reduceGrid.y == 2 && s.reduceGrid.z == 1);
+    CHECK(s.workspaceBytes == align256(2 * 3 * 16 * 37 * 577 * 4));
+    ScorePlan const one = planScore(1, 1, 1, 2, 16, 256);
+    CHECK(one.grid.x == 1 && one.grid.y == 1 && one.grid.z == 1 && one.partialRows == 1);
+    CHECK(one.reduceGrid.x == 1 && one.workspaceBytes == 256);
+    CHECK_THROWS(planScore(3, 2, 16, 1, 16, 64), "N = 1");
+    CHECK_THROWS(planScore(3, 2, 16, 1025, 16, 64), "N = 1025");
+    CHECK_THROWS(planScore(3, 70000, 16, 577, 16, 64), "B = 70000");
+    CHECK_THROWS(planScore(300, 2, 300, 577, 16, 64), "L * H");
+    CHECK_THROWS(planScore(3, 2, 0, 577, 16, 64), "L * H");
+    CHECK_THROWS(planScore(3, 2048, 16, 1024, 16, 64), "int32 offsets"); // 2048 * 3072 * 1024 partials
 
     SelectPlan const wide = planSelect(3, 288, 1024, 32, 128, 8, 8, 8);
     CHECK(wide.grid.x == 3 && wide.grid.y == 1);
