@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import datetime
-import json
 import re
 import sys
 from pathlib import Path
@@ -12,8 +10,9 @@ import torch
 import triton
 from transformers import CLIPVisionConfig
 
+from hivtp.bench import preset_config
 from hivtp.config import HIVTPConfig
-from hivtp.timing import git_commit
+from hivtp.timing import run_metadata, write_json
 
 BATCHES = (1, 8, 32)
 SPECIALS = (float("nan"), float("-inf"), float("inf"), -0.0, 0.0)
@@ -22,9 +21,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def clip_vit_l_336() -> CLIPVisionConfig:
-    """The LLaVA-1.5 vision tower's dimensions (weights are never needed for timing)."""
-    return CLIPVisionConfig(hidden_size=1024, intermediate_size=4096, num_hidden_layers=24,
-                            num_attention_heads=16, image_size=336, patch_size=14, projection_dim=768)
+    """The LLaVA-1.5 vision tower's dimensions, from the shipped llava-1.5-7b preset (weights never needed)."""
+    return preset_config("llava-1.5-7b", vocab_size=32064, image_token_id=32000).vision_config
 
 
 def score_shape(vision: CLIPVisionConfig, config: HIVTPConfig, batch: int) -> tuple[int, int, int, int, int]:
@@ -53,24 +51,15 @@ def require_cuda(script: str) -> None:
 
 
 def environment() -> dict:
-    """Device, date and commit: enough to tell two result files apart."""
-    return {
-        "device": torch.cuda.get_device_name(),
-        "capability": list(torch.cuda.get_device_capability()),
-        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-        "commit": git_commit(),
-        "torch": torch.__version__,
-        "triton": triton.__version__,
-    }
+    """The run metadata every result file records (hivtp.timing), plus the GPU's capability and Triton."""
+    device = torch.device("cuda")
+    return run_metadata(device) | {"capability": list(torch.cuda.get_device_capability(device)), "triton": triton.__version__}
 
 
 def write_record(record: dict, folder: str, stem: str) -> Path:
-    """results/<folder>/<stem>-<device>-<date>.json under the repository root."""
+    """results/<folder>/<stem>-<device>-<date>.json under the repository root, written atomically."""
     device = re.sub(r"[^A-Za-z0-9]+", "-", record["device"]).strip("-").lower()
-    path = REPO / "results" / folder / f"{stem}-{device}-{record['date'][:10]}.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(record, indent=1))
-    return path
+    return write_json(REPO / "results" / folder / f"{stem}-{device}-{record['date_utc'][:10]}.json", record)
 
 
 def print_table(rows: list[dict]) -> None:
