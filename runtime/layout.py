@@ -58,12 +58,12 @@ def prune_sequence(
     device = input_ids.device
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     is_image = (input_ids == image_token_id) & mask  # [B, S]
-    n_tokens, n_expected = int(is_image.sum()), int(full_lengths.sum())
+    full_lengths, kept_lengths = full_lengths.to(device), kept_lengths.to(device)
+    n_tokens, n_expected = torch.stack([is_image.sum(), full_lengths.sum()]).tolist()  # one host sync
     if n_tokens != n_expected:
         raise ValueError(
             f"image tokens and image features do not match: tokens {n_tokens}, features {n_expected}"
         )
-    full_lengths, kept_lengths = full_lengths.to(device), kept_lengths.to(device)
     full_end = full_lengths.cumsum(0)  # [M]
     kept_start = kept_lengths.cumsum(0) - kept_lengths  # [M]
     stream = is_image.flatten().cumsum(0).view(B, S) - 1  # [B, S]: index in the image-token stream
@@ -134,7 +134,7 @@ def flatten_crops(pixel_values: torch.Tensor, num_crops: list[int]) -> torch.Ten
 def split_kept(selected: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Per-image selections -> kept features image after image: [M, Kmax, D], counts [M] -> [sum counts, D]."""
     M, kmax, _ = selected.shape
-    if counts.shape != (M,) or bool((counts < 0).any()) or bool((counts > kmax).any()):
+    if counts.shape != (M,) or not bool(((counts >= 0) & (counts <= kmax)).all()):  # one host sync
         raise ValueError(f"counts must be [M] in [0, {kmax}] for {M} images, got {counts.tolist()}")
     valid = torch.arange(kmax, device=selected.device) < counts.to(selected.device).long()[:, None]  # [M, Kmax]
     return selected[valid]
