@@ -241,9 +241,11 @@ def build(options: BuildOptions) -> Path:
 # ---- command line ---------------------------------------------------------------------------------
 
 
-def configure_parser(parser: argparse.ArgumentParser) -> None:
+def add_parser(commands: Any) -> argparse.ArgumentParser:
+    """Add `build` to hivtp's subcommands (`commands` = the parser's add_subparsers() action)."""
     from hivtp.cli import add_config_arguments, positive_int
 
+    parser = commands.add_parser("build", help="export the vision path and build the TensorRT / TensorRT-LLM engines")
     parser.add_argument("--model", required=True, type=Path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
     parser.add_argument("--output", required=True, type=Path, help="output directory (ONNX, engines, manifest.json)")
     parser.add_argument(
@@ -258,12 +260,6 @@ def configure_parser(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--plugin-lib", type=Path, help=f"libhivtp_plugin.so (default: ${PLUGIN_ENV})")
     add_config_arguments(parser)
     parser.set_defaults(run=run_build)
-
-
-def add_parser(commands: Any) -> argparse.ArgumentParser:
-    """Add `build` to hivtp's subcommands (`commands` = the parser's add_subparsers() action)."""
-    parser = commands.add_parser("build", help="export the vision path and build the TensorRT / TensorRT-LLM engines")
-    configure_parser(parser)
     return parser
 
 
@@ -280,19 +276,7 @@ def run_build(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Standalone `hivtp build` (scripts/build_engine.py): same arguments, same one-line errors, exit 2."""
-    from transformers.utils import logging as hf_logging
+    """Standalone `hivtp build` (scripts/build_engine.py): the CLI's own subcommand, so same errors and exit codes."""
+    from hivtp.cli import main as cli_main
 
-    from hivtp.cli import OneLineParser
-
-    parser = OneLineParser(prog="hivtp build", description=__doc__.splitlines()[0])
-    configure_parser(parser)
-    args = parser.parse_args(argv)
-    hf_logging.set_verbosity_error()
-    hf_logging.disable_progress_bar()  # transformers 5 draws a weight-loading bar; the stage bar is ours
-    try:
-        args.run(args)
-    except ValueError as err:
-        print(f"hivtp: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return cli_main(["build", *(sys.argv[1:] if argv is None else argv)])
