@@ -23,7 +23,7 @@ from transformers import LlavaConfig, LlavaNextConfig
 
 from hivtp.config import HIVTPConfig
 from hivtp.demo import NEXT_PINPOINTS, sample_image_path, tiny_config, tiny_processor, tiny_tokenizer
-from hivtp.loading import MODEL_CLASSES, load_image, load_llava
+from hivtp.loading import MODEL_CLASSES, check_device, load_image, load_llava
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")
 # budgets per image (per crop for NeXT); tiny has an 8x8 grid, so its budgets are scaled down
@@ -74,15 +74,10 @@ def random_llava(name: str, device: torch.device, dtype: torch.dtype, seed: int 
 
 
 def resolve_device(text: str | None) -> torch.device:
+    """--device, checked like every hivtp command's; default: cuda if available, else cpu."""
     if text is None:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        device = torch.device(text)
-    except RuntimeError:
-        raise ValueError(f"unknown --device {text!r}") from None
-    if device.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError("--device cuda was asked for, but torch sees no CUDA device")
-    return device
+    return check_device(text)
 
 
 def resolve_dtype(text: str, device: torch.device) -> torch.dtype:

@@ -20,7 +20,15 @@ from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalG
 
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
-from hivtp.runtime.layout import PrunedSequence, crops_per_image, flatten_crops, next_features, prune_sequence, split_kept
+from hivtp.runtime.layout import (
+    PrunedSequence,
+    crops_per_image,
+    flatten_crops,
+    next_features,
+    pad_id_of,
+    prune_sequence,
+    split_kept,
+)
 
 
 @dataclass(frozen=True)
@@ -174,9 +182,7 @@ def prune_inputs(
         features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config, ops)
     else:
         features, indices, counts, kept, full = _llava_features(model, pixel_values, config, ops)
-    text_config = model.config.text_config
-    pad_id = text_config.pad_token_id if text_config.pad_token_id is not None else 0
-    sequence = prune_sequence(input_ids, attention_mask, model.config.image_token_id, full, kept, pad_id)
+    sequence = prune_sequence(input_ids, attention_mask, model.config.image_token_id, full, kept, pad_id_of(model.config))
     return PrunedInputs(
         inputs_embeds=sequence.embeds(model.get_input_embeddings(), features),
         attention_mask=sequence.attention_mask,

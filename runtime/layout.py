@@ -11,6 +11,7 @@ Legend: B rows, S original length, T pruned length, M images in the batch (all r
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from transformers.models.llava_next.modeling_llava_next import (
@@ -39,6 +40,12 @@ class PrunedSequence:
         text = token_embedding(self.input_ids.masked_fill(is_image, 0))  # [B, T, D]
         image = features[self.feature_rows.clamp(min=0)].to(text.dtype)  # [B, T, D]
         return torch.where(is_image[..., None], image, text)
+
+
+def pad_id_of(hf_config: Any) -> int:
+    """The id that fills left padding: the text config's pad token, else 0 (masked out either way)."""
+    pad = hf_config.text_config.pad_token_id
+    return pad if pad is not None else 0
 
 
 def prune_sequence(

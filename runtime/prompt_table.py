@@ -29,6 +29,7 @@ from hivtp.runtime.layout import (
     crops_per_image,
     flatten_crops,
     next_features,
+    pad_id_of,
     prune_sequence,
     split_kept,
 )
@@ -101,9 +102,7 @@ def pruned_layout(
         selected, counts, _ = run_vision(inputs["pixel_values"])  # [n, Kmax, D], [n]
         features, kept = split_kept(selected, counts), counts.long()
         full = torch.full_like(kept, grid[0] * grid[1])
-    text = hf_config.text_config
-    pad_id = text.pad_token_id if text.pad_token_id is not None else 0
     sequence = prune_sequence(
-        inputs["input_ids"], inputs.get("attention_mask"), hf_config.image_token_id, full, kept, pad_id
+        inputs["input_ids"], inputs.get("attention_mask"), hf_config.image_token_id, full, kept, pad_id_of(hf_config)
     )
     return VisionResult(features=features, sequence=sequence, kept_tokens=kept, full_tokens=full)

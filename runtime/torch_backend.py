@@ -24,7 +24,7 @@ from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
 from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult
 from hivtp.runtime.hf import PruneOps, check_model, prune_inputs
-from hivtp.runtime.layout import prune_sequence
+from hivtp.runtime.layout import pad_id_of, prune_sequence
 
 
 @dataclass
@@ -80,8 +80,9 @@ class TorchBackend:
         out = self.model.model.get_image_features(**kwargs)
         per_image = list(getattr(out, "pooler_output", out))  # transformers 5 wraps it in an output object
         lengths = torch.tensor([len(f) for f in per_image], device=x["input_ids"].device)  # [M]
-        pad_id = cfg.text_config.pad_token_id if cfg.text_config.pad_token_id is not None else 0
-        sequence = prune_sequence(x["input_ids"], x.get("attention_mask"), cfg.image_token_id, lengths, lengths, pad_id)
+        sequence = prune_sequence(
+            x["input_ids"], x.get("attention_mask"), cfg.image_token_id, lengths, lengths, pad_id_of(cfg)
+        )
         return VisionResult(features=torch.cat(per_image), sequence=sequence, kept_tokens=lengths, full_tokens=lengths)
 
     @torch.inference_mode()
