@@ -25,6 +25,17 @@ class Prepared:
     inputs: dict[str, torch.Tensor]
 
 
+def prepare_batch(processor: Any, images: list[Image.Image], prompts: list[str], device: torch.device) -> Prepared:
+    """CPU preprocessing every backend shares: chat template, image processor + tokenizer, one copy to device."""
+    from hivtp.generate import build_prompt
+
+    if len(images) != len(prompts):
+        raise ValueError(f"one image per prompt: got {len(images)} images and {len(prompts)} prompts")
+    texts = [build_prompt(processor, prompt) for prompt in prompts]
+    batch = processor(images=images, text=texts, return_tensors="pt", padding=True)
+    return Prepared({name: value.to(device) for name, value in batch.items() if isinstance(value, torch.Tensor)})
+
+
 @dataclass
 class VisionResult:
     """Kept features and the pruned layout they go into."""

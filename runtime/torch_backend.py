@@ -21,8 +21,7 @@ from PIL import Image
 from transformers import LlavaNextForConditionalGeneration
 
 from hivtp.config import HIVTPConfig
-from hivtp.generate import build_prompt
-from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult
+from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult, prepare_batch
 from hivtp.runtime.hf import PruneOps, check_model, prune_inputs
 from hivtp.runtime.layout import pad_id_of, prune_sequence
 
@@ -47,13 +46,9 @@ class TorchBackend:
 
     def prepare(self, images: list[Image.Image], prompts: list[str]) -> Prepared:
         """CPU preprocessing (image processor + tokenizer), then one copy to the model's device."""
-        if len(images) != len(prompts):
-            raise ValueError(f"one image per prompt: got {len(images)} images and {len(prompts)} prompts")
-        texts = [build_prompt(self.processor, prompt) for prompt in prompts]
-        batch = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
-        inputs = {name: value.to(self.model.device) for name, value in batch.items()}
-        inputs["pixel_values"] = inputs["pixel_values"].to(self.model.dtype)
-        return Prepared(inputs=inputs)
+        prepared = prepare_batch(self.processor, images, prompts, self.model.device)
+        prepared.inputs["pixel_values"] = prepared.inputs["pixel_values"].to(self.model.dtype)
+        return prepared
 
     @torch.inference_mode()
     def vision(self, prepared: Prepared) -> VisionResult:

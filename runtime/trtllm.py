@@ -41,7 +41,7 @@ from PIL import Image
 from hivtp.build.tensorrt_engine import load_vision_engine, require_tensorrt
 from hivtp.build.trtllm_decoder import require_tensorrt_llm
 from hivtp.config import HIVTPConfig
-from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult
+from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult, prepare_batch
 from hivtp.runtime.prompt_table import RequestPrompts, build_prompt_tables, pruned_layout
 
 ENGINE_INPUT = "pixel_values"  # = hivtp.build.export.INPUT_NAMES
@@ -209,11 +209,7 @@ class TRTLLMBackend:
         return load_file(str(self.files.image_newline))["image_newline"].to(self.device)  # [D]
 
     def prepare(self, images: list[Image.Image], prompts: list[str]) -> Prepared:
-        from hivtp.generate import build_prompt
-
-        texts = [build_prompt(self.processor, p) for p in prompts]
-        inputs = self.processor(images=images, text=texts, return_tensors="pt", padding=True)
-        return Prepared({k: v.to(self.device) for k, v in inputs.items() if isinstance(v, torch.Tensor)})
+        return prepare_batch(self.processor, images, prompts, self.device)
 
     @torch.inference_mode()
     def vision(self, prepared: Prepared) -> VisionResult:
