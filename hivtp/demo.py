@@ -31,7 +31,7 @@ SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 WORDS = (
     "a an the is are of in on to and what which how many where color shape left right top bottom "
     "red green blue yellow white black circle square triangle star one two three four five yes no "
-    "picture image describe there this that USER ASSISTANT : ? . ,"
+    "picture image describe there this that shapes object at or USER ASSISTANT : ? . ,"
 ).split()
 IMAGE_SIDE, PATCH = 112, 14  # an 8x8 patch grid: 64 patches + CLS
 NEXT_PINPOINTS = [[112, 224], [224, 112], [224, 224]]
@@ -58,13 +58,14 @@ def tiny_tokenizer() -> PreTrainedTokenizerFast:
     return tokenizer
 
 
-def tiny_config(kind: str, vocab_size: int, image_token_id: int):
+def tiny_config(kind: str, vocab_size: int, image_token_id: int, text_hidden: int = 64, text_layers: int = 2):
+    """CLIP tower (10 layers, hidden 64, CLS + 8x8 patches) and a Llama decoder of the given size."""
     vision = CLIPVisionConfig(
         hidden_size=64, intermediate_size=128, num_hidden_layers=10, num_attention_heads=4,
         image_size=IMAGE_SIDE, patch_size=PATCH, projection_dim=64,
     )
     text = LlamaConfig(
-        vocab_size=vocab_size, hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        vocab_size=vocab_size, hidden_size=text_hidden, intermediate_size=2 * text_hidden, num_hidden_layers=text_layers,
         num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=1024, pad_token_id=0,
         bos_token_id=2, eos_token_id=3,
     )

@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
+from hivtp.shapes import KINDS, Sample
 from hivtp.runtime.hf import PruneOps, apply
 from hivtp.timing import run_metadata, write_json
 
@@ -102,6 +103,26 @@ def summarize(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
              "same_answer_rate": sum(r["same_answer"] for r in runs) / len(runs),
              "mean_first_token_kl": sum(r["first_token_kl"] for r in runs) / len(runs)}
             for (budget, method), runs in groups.items()]
+
+
+@torch.inference_mode()
+def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> list[str]:
+    """Greedy one-word answers [len(samples)] from the last position's logits; `model` may be pruned (`apply`)."""
+    answers: list[str] = []
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        inputs = processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
+                           padding=True, return_tensors="pt").to(model.device)
+        logits = model(**inputs).logits[:, -1]  # [b, V], left padding: the last column is every row's last token
+        answers += processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
+    return answers
+
+
+def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
+    """Share of right answers overall and per question kind."""
+    right = [s.answer == a for s, a in zip(samples, answers, strict=True)]
+    kinds = {kind: [r for r, s in zip(right, samples) if s.kind == kind] for kind in KINDS}
+    return {"overall": sum(right) / len(right), **{k: sum(v) / len(v) for k, v in kinds.items() if v}}
 
 
 def run_fidelity(args: argparse.Namespace) -> None:
