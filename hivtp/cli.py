@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-import tempfile
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING
 
@@ -55,7 +54,7 @@ def config_from(args: argparse.Namespace) -> HIVTPConfig:
 
 
 def run_generate(args: argparse.Namespace) -> None:
-    from hivtp.demo import build_tiny_llava, sample_image_path
+    from hivtp.demo import sample_image_path, shipped_model
     from hivtp.generate import Answer, answer
     from hivtp.loading import load_image, load_llava
 
@@ -68,13 +67,11 @@ def run_generate(args: argparse.Namespace) -> None:
         return
     config = config_from(args)
     image = load_image(image_path)
-    with tempfile.TemporaryDirectory(prefix="hivtp-demo-") as scratch:
-        model_dir = args.model or build_tiny_llava(scratch, kind="llava")
-        dtype = args.dtype if args.dtype != "auto" or args.device != "cpu" else "float32"
-        model, processor = load_llava(model_dir, dtype=dtype, device=args.device)
-        result = answer(model, processor, image, args.prompt, config, args.max_new_tokens)
+    dtype = args.dtype if args.dtype != "auto" or args.device != "cpu" else "float32"
+    model, processor = load_llava(args.model or shipped_model("llava"), dtype=dtype, device=args.device)
+    result = answer(model, processor, image, args.prompt, config, args.max_new_tokens)
     if args.model is None:
-        print("demo: built-in tiny LLaVA with random weights, so its text is random; pass --model DIR for a real checkpoint")
+        print("demo: the shipped tiny LLaVA-1.5, trained on synthetic shapes only; pass --model DIR for a real checkpoint")
     report(result, mode=config.mode)
 
 
@@ -89,7 +86,7 @@ def build_parser() -> OneLineParser:
     commands = parser.add_subparsers(dest="command", required=True, parser_class=OneLineParser)
     gen = commands.add_parser("generate", help="answer a prompt about an image with pruned visual tokens")
     source = gen.add_mutually_exclusive_group()
-    source.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: built-in tiny demo)")
+    source.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: the shipped tiny shapes model)")
     source.add_argument("--engine", help="engine directory from `hivtp build` (TensorRT-LLM 1.2.1 backend)")
     gen.add_argument("--plugin-lib", help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
     gen.add_argument("--image", help="image file (default: the bundled sample image)")

@@ -1,8 +1,10 @@
-"""Tiny LLaVA-1.5 / LLaVA-NeXT checkpoints built from configs with seeded random weights.
+"""Tiny LLaVA-1.5 / LLaVA-NeXT: seeded random checkpoints for tests, and the trained ones we ship.
 
-No model hub is reachable from CI or from a fresh machine, so the demo and the tests build real HF
-checkpoints (model, word-level tokenizer, processor), save them to a local directory and load
-them back with `from_pretrained(dir)` like any downloaded checkpoint. Their text is random.
+No model hub is reachable from CI or from a fresh machine. Tests and speed benchmarks build real HF
+checkpoints (model, word-level tokenizer, processor) from configs with seeded random weights, save
+them and load them back with `from_pretrained(dir)`. The demo, `hivtp viz` and `hivtp fidelity` use
+the same architecture trained on the synthetic shapes task (`shipped_model`; recipe in
+scripts/train_tiny_llava.py), so they answer questions correctly on every machine.
 """
 
 from __future__ import annotations
@@ -35,11 +37,26 @@ WORDS = (
 ).split()
 IMAGE_SIDE, PATCH = 112, 14  # an 8x8 patch grid: 64 patches + CLS
 NEXT_PINPOINTS = [[112, 224], [224, 112], [224, 224]]
+# "USER: question <image> ASSISTANT:": text before the image, so the image tokens can see the question
+# under causal attention (LLaVA-1.5's own training data puts <image> before or after the question).
+# A decoder this small learns the shapes task from this order in minutes, and not from the other.
 CHAT_TEMPLATE = (
-    "{% for m in messages %}{{ m['role'].upper() }}: {% for c in m['content'] %}"
-    "{% if c['type'] == 'image' %}<image> {% else %}{{ c['text'] }} {% endif %}{% endfor %}{% endfor %}"
+    "{% for m in messages %}{{ m['role'].upper() }}: "
+    "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }} {% endif %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% endif %}{% endfor %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
+
+
+SHIPPED = {"llava": "shapes-llava", "llava_next": "shapes-llava-next"}  # trained: scripts/train_tiny_llava.py
+
+
+def shipped_model(kind: str = "llava") -> Path:
+    """Directory of the trained tiny model shipped with the package (hivtp/data/models/)."""
+    path = Path(str(resources.files("hivtp") / "data" / "models" / SHIPPED[kind]))
+    if not (path / "config.json").is_file():
+        raise ValueError(f"the shipped {kind} model is missing ({path}); reinstall hivtp or pass --model DIR")
+    return path
 
 
 def sample_image_path() -> Path:

@@ -1,11 +1,16 @@
-"""`hivtp fidelity`: how often pruning changes the model's answer, on any folder of images.
+"""`hivtp fidelity`: how much of the model's accuracy each pruning method keeps, at equal token counts.
 
-No dataset download: the reference is the same model without pruning. For each budget, HIVTP and two
-baselines that keep the same number of tokens (uniform spatial sampling: every P/K-th patch in raster
-order; random: K patches drawn per image with a seeded generator) answer greedily; reported are the
-share of images whose answer equals the full model's, and the mean first-token KL(full || pruned).
-The baselines swap only the selection step (`PruneOps`), so they keep HIVTP's count and layout, per
-crop for LLaVA-NeXT.
+Two modes:
+- shapes (default): the shipped tiny LLaVA-1.5 / LLaVA-NeXT, trained on the synthetic shapes task
+  (`hivtp.shapes`), answer held-out questions; reported is accuracy overall and per question kind.
+- agreement (`--images DIR`, any checkpoint): no labels, so the reference is the same model without
+  pruning: the share of images whose greedy answer is unchanged, and the mean first-token KL.
+
+Methods, each at budgets of K tokens per image (per crop for NeXT): HIVTP, and three baselines that
+keep exactly as many tokens: uniform grid sampling (every P/K-th patch in raster order), random (K
+patches drawn per image, seeded), and CLS-attention top-k (VisionZip's dominant tokens: the heads-mean
+attention the CLS query pays each patch in the layer that produces the feature layer). Baselines swap
+only the scoring / selection steps (`PruneOps`), so they share HIVTP's layout, per crop for NeXT.
 """
 
 from __future__ import annotations
@@ -22,12 +27,13 @@ from tqdm import tqdm
 
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
-from hivtp.shapes import KINDS, Sample
-from hivtp.runtime.hf import PruneOps, apply
-from hivtp.timing import run_metadata, write_json
+from hivtp.runtime.hf import HIVTPModel, PruneOps, apply
+from hivtp.shapes import KINDS, Sample, held_out
+from hivtp.timing import run_metadata, save_figure, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
-METHODS = ("hivtp", "uniform", "random")
+METHODS = ("hivtp", "uniform", "random", "cls")
+SHAPES_BUDGETS = (32, 16, 8, 4)  # of 64 patches per image / crop: 50, 25, 12.5 and 6.25 %
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -51,16 +57,133 @@ def baseline_indices(method: str, images: int, patches: int, k: int, generator: 
     raise ValueError(f"unknown baseline {method!r}; expected 'uniform' or 'random'")
 
 
-def baseline_ops(method: str, generator: torch.Generator) -> PruneOps:
-    """Scoring as usual, but the kept patches chosen by a baseline: same count, same layout as HIVTP."""
+def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
+    """queries, keys [L, M, H, N, d] -> [M, P] fp32: softmax attention of the CLS row, mean over layers and heads."""
+    q, k = queries[:, :, :, :1].float(), keys.float()  # [L, M, H, 1, d], [L, M, H, N, d]
+    attention = torch.softmax(q @ k.transpose(-1, -2) * q.shape[-1] ** -0.5, dim=-1)  # [L, M, H, 1, N]
+    return attention.mean(dim=(0, 2))[:, 0, 1:]  # [M, P]: the CLS column dropped
+
+
+def top_k(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """The budget's highest-scoring patches, ascending (same layout contract as `select_tokens`)."""
+    M, P = scores.shape
+    indices = scores.topk(min(config.budget or P, P), dim=1).indices.sort(dim=1).values  # [M, K]
+    return indices, torch.full((M,), indices.shape[1], dtype=torch.int64, device=scores.device)
+
+
+def method_setup(method: str, model: Any, config: HIVTPConfig, generator: torch.Generator) -> tuple[HIVTPConfig, PruneOps | None]:
+    """(config, ops) that make `apply(model, config, ops)` keep `config.budget` tokens chosen by `method`."""
+    if method == "hivtp":
+        return config, None
+    if method == "cls":  # the encoder layer whose output is the feature layer (-2 of 24 -> layer 22)
+        layer = model.config.vision_feature_layer % (model.config.vision_config.num_hidden_layers + 1) - 1
+        return replace(config, score_layers=(layer,)), PruneOps(score=cls_attention, select=top_k)
 
     def select(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
         M, P = scores.shape
-        indices = baseline_indices(method, M, P, config.budget, generator).to(scores.device)  # [M, K]
+        indices = baseline_indices(method, M, P, config.budget or P, generator).to(scores.device)  # [M, K]
         return indices, torch.full((M,), indices.shape[1], dtype=torch.int64, device=scores.device)
 
-    return PruneOps(select=select)
+    return config, PruneOps(select=select)
 
+
+# ---- shapes mode: accuracy on held-out synthetic questions ----
+
+@torch.inference_mode()
+def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> tuple[list[str], float]:
+    """(greedy one-word answers, mean visual tokens per image the LLM saw); `model` may be pruned (`apply`)."""
+    answers: list[str] = []
+    tokens = 0.0
+    for start in range(0, len(samples), batch_size):
+        chunk = samples[start : start + batch_size]
+        inputs = processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
+                           padding=True, return_tensors="pt").to(model.device)
+        logits = model(**inputs).logits[:, -1]  # [b, V], left padding: the last column is every row's last token
+        answers += [processor.tokenizer.decode([i]).strip() for i in logits.argmax(-1).tolist()]
+        if isinstance(model, HIVTPModel) and model.last_pruned is not None:
+            tokens += float(model.last_pruned.kept_tokens.sum())
+        else:
+            tokens += float((inputs["input_ids"] == model.config.image_token_id).sum())
+    return answers, tokens / len(samples)
+
+
+def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
+    """Share of right answers overall and per question kind."""
+    right = [s.answer == a for s, a in zip(samples, answers, strict=True)]
+    kinds = {kind: [r for r, s in zip(right, samples) if s.kind == kind] for kind in KINDS}
+    return {"overall": sum(right) / len(right), **{k: sum(v) / len(v) for k, v in kinds.items() if v}}
+
+
+def shapes_rows(model: Any, processor: Any, label: str, samples: list[Sample], base: HIVTPConfig,
+                budgets: tuple[int, ...], seed: int) -> list[dict[str, Any]]:
+    """The full model, HIVTP paper mode, then every method at every budget."""
+    generator = torch.Generator().manual_seed(seed)
+    runs: list[tuple[str, int | None, Any]] = [("full", None, model), ("hivtp-paper", None, apply(model, replace(base, budget=None)))]
+    for budget in budgets:
+        for method in METHODS:
+            config, ops = method_setup(method, model, replace(base, budget=budget), generator)
+            runs.append((method, budget, apply(model, config, ops)))
+    rows = []
+    for method, budget, runner in tqdm(runs, desc=f"fidelity {label}", unit="run"):
+        answers, kept = predict(runner, processor, samples)
+        scores = accuracy(samples, answers)
+        rows.append({"model": label, "method": method, "budget": budget, "tokens_kept": kept,
+                     "accuracy": scores.pop("overall"), "per_kind": scores})
+    return rows
+
+
+def print_shapes_table(rows: list[dict[str, Any]]) -> None:
+    print(f"{'model':<18} {'method':<12} {'budget':>6} {'tokens':>7} {'overall':>8} " + " ".join(f"{k:>8}" for k in KINDS))
+    for r in rows:
+        print(f"{r['model']:<18} {r['method']:<12} {r['budget'] or '-':>6} {r['tokens_kept']:>7.1f} {r['accuracy']:>8.1%} "
+              + " ".join(f"{r['per_kind'][k]:>8.1%}" for k in KINDS))
+
+
+def plot_shapes(rows: list[dict[str, Any]], title: str) -> Any:
+    """Accuracy against visual tokens kept, one panel per model, one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    models = list(dict.fromkeys(r["model"] for r in rows))
+    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
+    for ax, name in zip(axes[0], models):
+        mine = [r for r in rows if r["model"] == name]
+        for method in METHODS:
+            line = sorted((r for r in mine if r["method"] == method), key=lambda r: r["tokens_kept"])
+            ax.plot([r["tokens_kept"] for r in line], [r["accuracy"] for r in line], "o-", label=method)
+        for r in mine:
+            if r["method"] in ("full", "hivtp-paper"):
+                ax.plot([r["tokens_kept"]], [r["accuracy"]], "*" if r["method"] == "full" else "s", markersize=10, label=r["method"])
+        ax.set(xlabel="visual tokens kept per image", ylabel="held-out accuracy", title=name, ylim=(0, 1.02))
+        ax.legend(fontsize=7)
+    figure.suptitle(title, fontsize=9)
+    return figure
+
+
+def run_shapes(args: argparse.Namespace, base: HIVTPConfig) -> None:
+    from hivtp.demo import shipped_model
+    from hivtp.loading import load_llava
+
+    models = [Path(args.model)] if args.model else [shipped_model("llava"), shipped_model("llava_next")]
+    samples = held_out(args.questions)
+    budgets = args.budgets or SHAPES_BUDGETS
+    rows = []
+    for directory in models:
+        model, processor = load_llava(directory, device=args.device)
+        rows += shapes_rows(model, processor, directory.name, samples, base, budgets, args.seed)
+    print(f"hivtp fidelity: {len(samples)} held-out shapes questions, {len(samples) // len(KINDS)} per kind; "
+          f"budgets are tokens per image (per crop for NeXT); tokens = mean visual tokens the LLM saw per image")
+    print_shapes_table(rows)
+    meta = run_metadata(model.device)
+    out = Path(args.out or Path("results/fidelity") / f"shapes-{meta['date_utc'][:10]}.json")
+    write_json(out, {**meta, "task": "shapes", "questions": len(samples), "seed": args.seed, "hivtp": base.to_dict(), "rows": rows})
+    save_figure(out.with_suffix(".png"), plot_shapes(rows, f"hivtp fidelity, shapes task, {len(samples)} held-out questions, commit {meta['commit']}"))
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+
+
+# ---- agreement mode: any checkpoint, any images, the full model as reference ----
 
 def greedy(model: Any, processor: Any, max_new_tokens: int, **inputs: Any) -> tuple[str, torch.Tensor]:
     """(answer text, first-token logits [V] fp32) of one greedy generation."""
@@ -84,11 +207,11 @@ def compare_image(model: Any, processor: Any, image: Image.Image, prompt: str, c
     inputs["pixel_values"] = inputs["pixel_values"].to(model.dtype)
     full_text, full_logits = greedy(model, processor, max_new_tokens, **inputs)
     result: dict[str, Any] = {"full": full_text, "runs": []}
-    for config in configs:
+    for base in configs:
         for method in METHODS:
-            ops = None if method == "hivtp" else baseline_ops(method, generator)
+            config, ops = method_setup(method, model, base, generator)
             text, logits = greedy(apply(model, config, ops), processor, max_new_tokens, **inputs)
-            result["runs"].append({"budget": config.budget, "method": method, "answer": text,
+            result["runs"].append({"budget": base.budget, "method": method, "answer": text,
                                    "same_answer": text == full_text, "first_token_kl": kl_divergence(full_logits, logits)})
     return result
 
@@ -105,55 +228,40 @@ def summarize(per_image: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for (budget, method), runs in groups.items()]
 
 
-@torch.inference_mode()
-def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> list[str]:
-    """Greedy one-word answers [len(samples)] from the last position's logits; `model` may be pruned (`apply`)."""
-    answers: list[str] = []
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        inputs = processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
-                           padding=True, return_tensors="pt").to(model.device)
-        logits = model(**inputs).logits[:, -1]  # [b, V], left padding: the last column is every row's last token
-        answers += processor.tokenizer.convert_ids_to_tokens(logits.argmax(-1).tolist())
-    return answers
-
-
-def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
-    """Share of right answers overall and per question kind."""
-    right = [s.answer == a for s, a in zip(samples, answers, strict=True)]
-    kinds = {kind: [r for r, s in zip(right, samples) if s.kind == kind] for kind in KINDS}
-    return {"overall": sum(right) / len(right), **{k: sum(v) / len(v) for k, v in kinds.items() if v}}
-
-
-def run_fidelity(args: argparse.Namespace) -> None:
-    from hivtp.bench import MODEL_TYPE_BUDGETS, PRESET_BUDGETS
-    from hivtp.cli import config_from
-    from hivtp.demo import build_tiny_llava
+def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
+    from hivtp.bench import MODEL_TYPE_BUDGETS
+    from hivtp.demo import shipped_model
     from hivtp.loading import load_image, load_llava
 
     paths = list_images(args.images)
     images = [load_image(p) for p in paths]
-    base = config_from(args)
-    with tempfile.TemporaryDirectory(prefix="hivtp-demo-") as scratch:
-        model, processor = load_llava(args.model or build_tiny_llava(Path(scratch), kind="llava"), device=args.device)
-    label = Path(args.model).name if args.model else "demo-tiny-llava"
-    defaults = MODEL_TYPE_BUDGETS[model.config.model_type] if args.model else PRESET_BUDGETS["tiny"]
-    budgets = args.budgets or ((base.budget,) if base.budget else defaults)
+    directory = Path(args.model) if args.model else shipped_model("llava")
+    model, processor = load_llava(directory, device=args.device)
+    budgets = args.budgets or ((base.budget,) if base.budget else MODEL_TYPE_BUDGETS[model.config.model_type])
     configs = [replace(base, budget=k) for k in budgets]
     generator = torch.Generator().manual_seed(args.seed)
     per_image = [{"image": str(path), **compare_image(model, processor, image, args.prompt, configs, args.max_new_tokens, generator)}
                  for path, image in tqdm(list(zip(paths, images)), desc="fidelity", unit="image")]
     rows = summarize(per_image)
-    weights = "checkpoint weights" if args.model else "random weights (demo model: the numbers only show the pipeline runs)"
-    print(f"hivtp fidelity: {label} ({weights}), {len(paths)} images, prompt {args.prompt!r}, {args.max_new_tokens} new tokens")
+    print(f"hivtp fidelity: {directory.name}, {len(paths)} images, prompt {args.prompt!r}, {args.max_new_tokens} new tokens")
     print(f"{'budget':>7} {'method':<8} {'same answer':>12} {'first-token KL':>15}")
     for row in rows:
         print(f"{row['budget']:>7} {row['method']:<8} {row['same_answer_rate']:>12.1%} {row['mean_first_token_kl']:>15.4f}")
     meta = run_metadata(model.device)
-    out = Path(args.out or Path("results/fidelity") / f"{label}-{meta['date_utc'][:10]}.json")
-    write_json(out, {**meta, "model": label, "weights": weights, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
+    out = Path(args.out or Path("results/fidelity") / f"{directory.name}-{meta['date_utc'][:10]}.json")
+    write_json(out, {**meta, "model": directory.name, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
                      "seed": args.seed, "hivtp": base.to_dict(), "rows": rows, "per_image": per_image})
     print(f"wrote {out}")
+
+
+def run_fidelity(args: argparse.Namespace) -> None:
+    from hivtp.cli import config_from
+
+    base = config_from(args)
+    if args.images:
+        run_agreement(args, base)
+    else:
+        run_shapes(args, base)
 
 
 def add_parser(commands: Any) -> None:
@@ -161,14 +269,15 @@ def add_parser(commands: Any) -> None:
     from hivtp.bench import comma_ints
     from hivtp.cli import add_config_arguments, positive_int
 
-    fid = commands.add_parser("fidelity", help="same-answer rate and first-token KL of pruned vs full model")
-    fid.add_argument("--images", required=True, help="folder of images (.png/.jpg/...)")
-    fid.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: built-in tiny demo)")
-    fid.add_argument("--prompt", default="what is in the picture ?")
-    fid.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
-    fid.add_argument("--max-new-tokens", type=positive_int, default=16)
+    fid = commands.add_parser("fidelity", help="accuracy kept by HIVTP and baselines at equal token counts")
+    fid.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
+    fid.add_argument("--questions", type=positive_int, default=500, help="held-out shapes questions (shapes mode)")
+    fid.add_argument("--images", help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
+    fid.add_argument("--prompt", default="what is in the picture ?", help="the question asked about every image (--images)")
+    fid.add_argument("--budgets", type=comma_ints, help="tokens per image (per crop for NeXT); default: 32,16,8,4 for shapes")
+    fid.add_argument("--max-new-tokens", type=positive_int, default=16, help="answer length (--images)")
     fid.add_argument("--seed", type=int, default=0, help="seed of the random-selection baseline")
     fid.add_argument("--device", default="cpu")
-    fid.add_argument("--out", help="JSON path (default: results/fidelity/<model>-<date>.json)")
+    fid.add_argument("--out", help="JSON path (default: results/fidelity/<name>-<date>.json; the PNG beside it)")
     add_config_arguments(fid)
     fid.set_defaults(run=run_fidelity)

@@ -193,14 +193,14 @@ def train(args: argparse.Namespace) -> None:
             if stage == 2 and args.eval_every and step % args.eval_every == 0:
                 model.eval()
                 probe = held_out(100, offset=10**8)  # a held-out slice apart from the final evaluation's
-                log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe)).items()})}")
+                log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe)[0]).items()})}")
                 model.train()
         stage, step = stage + 1, 0
         save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "heads": heads.state_dict(), "optim": None})
 
     model.eval()
     samples = held_out(args.eval_questions)
-    scores = accuracy(samples, predict(model, processor, samples))
+    scores = accuracy(samples, predict(model, processor, samples)[0])
     log("held-out accuracy: " + " ".join(f"{k} {v:.1%}" for k, v in scores.items()))
     export(model, processor, args, scores, Path(args.out))
     log(f"wrote {args.out}")

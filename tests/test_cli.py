@@ -21,7 +21,7 @@ def run_cli(*args: str) -> subprocess.CompletedProcess:
 def test_demo_runs_offline_and_reports_tokens_and_ttft() -> None:
     result = run_cli("generate", "--max-new-tokens", "3")
     assert result.returncode == 0, result.stderr
-    assert "random weights" in result.stdout
+    assert "shipped tiny LLaVA-1.5" in result.stdout and "answer: red\n" in result.stdout
     assert "visual tokens kept: 32 / 64 (paper mode)" in result.stdout
     assert "TTFT:" in result.stdout
 
@@ -29,7 +29,7 @@ def test_demo_runs_offline_and_reports_tokens_and_ttft() -> None:
 def test_budget_and_a_checkpoint_directory(tiny_dirs, capsys) -> None:
     assert main(["generate", "--model", str(tiny_dirs["llava_next"]), "--budget", "8", "--max-new-tokens", "2"]) == 0
     out = capsys.readouterr().out
-    assert "random weights" not in out and "(budget mode)" in out
+    assert "shipped tiny" not in out and "(budget mode)" in out
 
 
 @pytest.fixture()

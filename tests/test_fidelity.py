@@ -1,5 +1,5 @@
-"""`hivtp fidelity` on the tiny random model: runs offline, baselines keep exactly K tokens, and with
-nothing pruned every method reproduces the full model's answer (KL 0)."""
+"""`hivtp fidelity --images` (agreement mode): runs offline, baselines keep exactly K tokens, and with
+nothing pruned every method reproduces the full model's answer (KL 0). Shapes mode: test_shipped_models."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import torch
 from helpers import cli_exit_code
 
 from hivtp.demo import sample_image_path
-from hivtp.fidelity import baseline_indices
+from hivtp.fidelity import METHODS, baseline_indices
 from hivtp.loading import load_image
 
 
@@ -25,17 +25,18 @@ def image_folder(tmp_path):
     return folder
 
 
-def test_fidelity_tiny_model(image_folder, tmp_path, capsys) -> None:
+def test_fidelity_agreement_mode(image_folder, tiny_dirs, tmp_path, capsys) -> None:
     out = tmp_path / "fidelity.json"
-    argv = ["fidelity", "--images", str(image_folder), "--budgets", "64,8", "--max-new-tokens", "3", "--out", str(out)]
+    argv = ["fidelity", "--images", str(image_folder), "--model", str(tiny_dirs["llava"]), "--budgets", "64,8",
+            "--max-new-tokens", "3", "--out", str(out)]
     assert cli_exit_code(argv) == 0
-    assert "random weights" in capsys.readouterr().out
+    assert "2 images" in capsys.readouterr().out
     record = json.loads(out.read_text())
     assert {"device", "date_utc", "commit", "rows", "per_image"} <= set(record)
     rows = {(r["budget"], r["method"]): r for r in record["rows"]}
-    assert set(rows) == {(k, m) for k in (64, 8) for m in ("hivtp", "uniform", "random")}
+    assert set(rows) == {(k, m) for k in (64, 8) for m in METHODS}
     assert all(r["images"] == 2 for r in rows.values())
-    for method in ("hivtp", "uniform", "random"):  # budget 64 = all 64 patches: nothing pruned
+    for method in METHODS:  # budget 64 = all 64 patches: nothing pruned
         assert rows[(64, method)]["same_answer_rate"] == 1.0
         assert rows[(64, method)]["mean_first_token_kl"] == pytest.approx(0.0, abs=1e-5)
     assert all(r["mean_first_token_kl"] >= -1e-6 for r in rows.values())
@@ -52,7 +53,7 @@ def test_baselines_keep_exactly_k_sorted_unique(method) -> None:
 
 
 def test_empty_folder_one_line_exit_2(tmp_path, capsys) -> None:
-    assert cli_exit_code(["fidelity", "--images", str(tmp_path)]) == 2
+    assert cli_exit_code(["fidelity", "--images", str(tmp_path), "--model", str(tmp_path)]) == 2
     assert capsys.readouterr().err.startswith("hivtp: error: no images (.png")
 
 

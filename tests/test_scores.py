@@ -54,3 +54,26 @@ def test_scores_from_a_real_clip_tower_match_its_eager_attentions(tiny) -> None:
 def test_rejects_mismatched_q_and_k() -> None:
     with pytest.raises(ValueError, match=r"\[L, B, H, N, d\]"):
         importance_scores_from_qk(torch.zeros(1, 1, 1, 5, 4), torch.zeros(1, 1, 1, 6, 4))
+
+
+def test_cls_baseline_scores_are_the_cls_row_of_the_feature_layers_attention(tiny) -> None:
+    """fidelity's CLS top-k baseline reads the attention of the layer that outputs hidden_states[-2]."""
+    from dataclasses import replace
+
+    from hivtp.fidelity import cls_attention, method_setup
+    from hivtp.runtime.hf import tower_qk
+
+    _, model, _ = tiny
+    tower = model.model.vision_tower
+    pixels = torch.randn(2, 3, 112, 112)
+    config, ops = method_setup("cls", model, HIVTPConfig(budget=8), torch.Generator())
+    assert config.score_layers == (8,) and ops.score is cls_attention  # 10 layers, feature layer -2
+    queries, keys, _ = tower_qk(tower, pixels, config, feature_layer=-2)
+    tower.config._attn_implementation = "eager"
+    try:
+        attentions = tower(pixels, output_attentions=True).attentions  # 10 x [B, H, N, N]
+    finally:
+        tower.config._attn_implementation = "sdpa"
+    torch.testing.assert_close(cls_attention(queries, keys), attentions[8][:, :, 0, 1:].mean(dim=1), rtol=1e-5, atol=1e-7)
+    indices, counts = ops.select(cls_attention(queries, keys), (8, 8), replace(config, budget=8))
+    assert counts.tolist() == [8, 8] and (indices.diff(dim=1) > 0).all()

@@ -1,0 +1,66 @@
+"""The trained tiny models shipped in hivtp/data/models: the inference path still reaches the accuracy
+their model cards state (a regression test of loading, prompting and pruning, not of training)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from helpers import cli_exit_code
+
+from hivtp import HIVTPConfig
+from hivtp.demo import SHIPPED, shipped_model
+from hivtp.fidelity import accuracy, predict
+from hivtp.loading import load_llava
+from hivtp.runtime.hf import apply
+from hivtp.shapes import held_out
+
+QUESTIONS = held_out(200)  # the first 200 of the 1000 the model cards report
+
+
+@pytest.fixture(scope="module", params=sorted(SHIPPED))
+def shipped(request: pytest.FixtureRequest):
+    directory = shipped_model(request.param)
+    model, processor = load_llava(directory)
+    return directory, model, processor
+
+
+def test_accuracy_is_at_least_the_model_cards_minus_3_points(shipped) -> None:
+    directory, model, processor = shipped
+    card = json.loads((directory / "training.json").read_text())["held_out_accuracy"]
+    answers, tokens = predict(model, processor, QUESTIONS)
+    measured = accuracy(QUESTIONS, answers)
+    assert measured["overall"] >= card["overall"] - 0.03, (measured, card)
+    assert tokens == (64 if model.config.model_type == "llava" else 136)  # NeXT: base + one real crop + 8 newlines
+
+
+def test_weights_are_small_enough_to_ship(shipped) -> None:
+    directory, _, _ = shipped
+    assert (directory / "model.safetensors").stat().st_size <= 10 * 2**20
+    assert "Held-out accuracy" in (directory / "README.md").read_text()
+
+
+@torch.inference_mode()
+def test_a_budget_of_every_patch_is_the_full_model(shipped) -> None:
+    _, model, processor = shipped
+    samples = QUESTIONS[:40]
+    full, _ = predict(model, processor, samples)
+    kept, tokens = predict(apply(model, HIVTPConfig(budget=64)), processor, samples)
+    assert kept == full
+    assert tokens == (64 if model.config.model_type == "llava" else 136)
+
+
+def test_fidelity_on_a_small_sample(tmp_path, capsys) -> None:
+    out = tmp_path / "fidelity.json"
+    assert cli_exit_code(["fidelity", "--questions", "10", "--budgets", "64,4", "--out", str(out)]) == 0
+    assert "hivtp-paper" in capsys.readouterr().out
+    record = json.loads(out.read_text())
+    assert {"device", "commit", "date_utc", "rows"} <= set(record) and out.with_suffix(".png").is_file()
+    rows = {(r["model"], r["method"], r["budget"]): r for r in record["rows"]}
+    for name in SHIPPED.values():
+        full = rows[(name, "full", None)]
+        assert {"accuracy", "per_kind", "tokens_kept"} <= set(full)
+        for method in ("hivtp", "uniform", "random", "cls"):
+            assert rows[(name, method, 64)]["accuracy"] == full["accuracy"]  # nothing pruned
+            assert rows[(name, method, 4)]["tokens_kept"] < full["tokens_kept"]
