@@ -38,6 +38,7 @@ class Sample:
     question: str
     answer: str
     things: tuple[Thing, ...]
+    about: tuple[Thing, ...]  # the things the answer depends on (count: all; exist: the pair, if present)
 
     def image(self) -> Image.Image:
         return render(self.things, np.random.default_rng([self.seed, 1]))
@@ -93,23 +94,24 @@ def sample(seed: int, kind: str | None = None) -> Sample:
         things = random_things(rng)
         if kind == "color" and _unique(things, "shape"):
             t = _unique(things, "shape")[int(rng.integers(len(_unique(things, "shape"))))]
-            return Sample(seed, kind, f"what color is the {t.shape} ?", t.colour, things)
+            return Sample(seed, kind, f"what color is the {t.shape} ?", t.colour, things, (t,))
         if kind == "shape" and _unique(things, "colour"):
             t = _unique(things, "colour")[int(rng.integers(len(_unique(things, "colour"))))]
-            return Sample(seed, kind, f"what shape is the {t.colour} object ?", t.shape, things)
+            return Sample(seed, kind, f"what shape is the {t.colour} object ?", t.shape, things, (t,))
         if kind == "count":
-            return Sample(seed, kind, "how many shapes are there ?", COUNTS[len(things) - 1], things)
+            return Sample(seed, kind, "how many shapes are there ?", COUNTS[len(things) - 1], things, things)
         if kind == "exist":
             present = {(t.colour, t.shape) for t in things}
             pool = sorted(present) if rng.random() < 0.5 else sorted({(c, s) for c in COLOURS for s in SHAPES} - present)
             colour, shape = pool[int(rng.integers(len(pool)))]
-            return Sample(seed, kind, f"is there a {colour} {shape} ?", "yes" if (colour, shape) in present else "no", things)
+            about = tuple(t for t in things if (t.colour, t.shape) == (colour, shape))
+            return Sample(seed, kind, f"is there a {colour} {shape} ?", "yes" if about else "no", things, about)
         if kind == "position":
             t = things[int(rng.integers(len(things)))]
             half = SIDE // CELL // 2
             if rng.random() < 0.5:
-                return Sample(seed, kind, f"is the {t.colour} {t.shape} on the left or right ?", "left" if t.col < half else "right", things)
-            return Sample(seed, kind, f"is the {t.colour} {t.shape} at the top or bottom ?", "top" if t.row < half else "bottom", things)
+                return Sample(seed, kind, f"is the {t.colour} {t.shape} on the left or right ?", "left" if t.col < half else "right", things, (t,))
+            return Sample(seed, kind, f"is the {t.colour} {t.shape} at the top or bottom ?", "top" if t.row < half else "bottom", things, (t,))
 
 
 def held_out(n: int, offset: int = 0) -> list[Sample]:

@@ -31,6 +31,7 @@ def test_answers_follow_from_the_scene(kind: str) -> None:
         assert len({(t.row, t.col) for t in s.things}) == len(s.things)
         assert len({(t.colour, t.shape) for t in s.things}) == len(s.things)
         words = s.question.split()
+        assert set(s.about) <= set(s.things) and (s.about or s.answer == "no")
         if kind == "count":
             assert s.answer == COUNTS[len(s.things) - 1]
         elif kind == "exist":
