@@ -38,8 +38,8 @@ WORDS = (
 IMAGE_SIDE, PATCH = 112, 14  # an 8x8 patch grid: 64 patches + CLS
 NEXT_PINPOINTS = [[112, 224], [224, 112], [224, 224]]
 # "USER: question <image> ASSISTANT:": text before the image, so the image tokens can see the question
-# under causal attention (LLaVA-1.5's own training data puts <image> before or after the question).
-# A decoder this small learns the shapes task from this order in minutes, and not from the other.
+# under causal attention, which the shipped models' training relies on (scripts/train_tiny_llava.py).
+# LLaVA-1.5's own training data puts <image> before or after the question.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'].upper() }}: "
     "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }} {% endif %}{% endfor %}"

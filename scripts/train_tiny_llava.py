@@ -4,10 +4,13 @@ Two stages, because end-to-end training from scratch collapses the tower to one 
   1. the CLIP tower alone, with dense supervision on its feature layer (hidden_states[-2]): a linear
      head per patch predicts that cell's colour, shape, row and column; a head on CLS the count.
   2. tower frozen; projector + Llama decoder learn to answer (loss on the answer word and </s>), plus
-     a subject loss: a linear head on each image token's decoder state after layer SUBJECT_LAYER
-     predicts whether its patch holds a thing the question is about. The question comes before the
-     image, so those tokens can see it; without this dense signal the decoder did not learn to bind a
-     named colour or shape to a patch in 1000 steps (count alone was learned, the rest stayed at chance).
+     a token loss: training-only linear heads on each image token's decoder state after layer
+     TOKEN_LAYER predict whether its patch holds a thing the question is about, and the patch's row
+     and column. The question comes before the image, so those tokens can see it. Without the
+     subject part the decoder did not learn to bind a named colour or shape to a patch in 1000 steps
+     (count was learned, the rest stayed at chance); without the row / column part, left / right
+     stayed near 60% after 3000 steps while top / bottom was perfect (rows can be read off the
+     raster order of the sequence, columns only off the features).
 The training-only heads are dropped at export. Selection depends on the tower alone, and the tower is
 frozen before the decoder ever sees a question, so nothing here is tuned to any selection method.
 LLaVA-NeXT starts from the trained LLaVA-1.5 (same tower, projector and decoder; the newline
@@ -46,16 +49,18 @@ from hivtp.timing import git_commit
 
 GRID = SIDE // CELL
 TEXT_HIDDEN, TEXT_LAYERS = 128, 4
-SUBJECT_LAYER = 2  # decoder hidden_states index the subject head reads (after 2 of 4 layers)
+TOKEN_LAYER = 2  # decoder hidden_states index the stage-2 token heads read (after 2 of 4 layers)
 
 
 class Heads(nn.Module):
     """Training-only heads. Stage 1 on the tower's feature layer: per patch colour / shape / row / col,
-    count on CLS. Stage 2 on the decoder: is this image token's patch a subject of the question."""
+    count on CLS. Stage 2 on the decoder's image tokens: subject of the question or not, row, column."""
 
     def __init__(self, width: int, text_width: int) -> None:
         super().__init__()
-        self.subject = nn.Linear(text_width, 1)
+        self.token_subject = nn.Linear(text_width, 1)
+        self.token_row = nn.Linear(text_width, GRID)
+        self.token_col = nn.Linear(text_width, GRID)
         self.colour = nn.Linear(width, len(COLOURS) + 1)  # 0: no object
         self.shape = nn.Linear(width, len(SHAPES) + 1)
         self.row = nn.Linear(width, GRID)
@@ -74,10 +79,16 @@ class Heads(nn.Module):
                 + ce(self.col(patches).flatten(0, 1), (cells % GRID).flatten())
                 + ce(self.count(cls), labels["count"]))
 
-    def subject_loss(self, hidden: torch.Tensor, image_tokens: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        """hidden [B, T, D] decoder states; image_tokens [B, T] bool; targets [B, T_img] in {0, 1}."""
-        logits = self.subject(hidden[image_tokens]).view(targets.shape)  # [B, T_img]
-        return nn.functional.binary_cross_entropy_with_logits(logits, targets)
+    def token_loss(self, hidden: torch.Tensor, image_tokens: torch.Tensor, subject: torch.Tensor,
+                   rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+        """hidden [B, T, D] decoder states; image_tokens [B, T] bool; subject [B, T_img] in {0, 1};
+        rows, cols [T_img] patch row / column of each image token (-100: a NeXT newline)."""
+        B, T_img = subject.shape
+        h = hidden[image_tokens].view(B, T_img, -1)  # [B, T_img, D]
+        ce = nn.functional.cross_entropy
+        return (nn.functional.binary_cross_entropy_with_logits(self.token_subject(h).squeeze(-1), subject)
+                + ce(self.token_row(h).flatten(0, 1), rows.repeat(B), ignore_index=-100)
+                + ce(self.token_col(h).flatten(0, 1), cols.repeat(B), ignore_index=-100))
 
 
 def step_seeds(args: argparse.Namespace, stage: int, step: int) -> range:
@@ -97,19 +108,24 @@ def dense_labels(samples) -> dict[str, torch.Tensor]:
     return {"colour": colour, "shape": shape, "count": torch.tensor([len(s.things) for s in samples])}
 
 
-def subject_targets(samples, next_layout: bool) -> torch.Tensor:
-    """[B, T_img]: 1 where an image token's patch holds a thing the question is about.
+def token_targets(samples, next_layout: bool) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(subject [B, T_img], rows [T_img], cols [T_img]) for the image tokens in sequence order.
 
     LLaVA: 64 patches in raster order. NeXT (one real crop): the base image's 64, then the crop's
-    8 rows of 8 patches, each row followed by its newline token (never a subject)."""
+    8 rows of 8 patches, each row followed by its newline token (never a subject; row / col -100)."""
     patches = torch.zeros(len(samples), GRID, GRID)
     for b, s in enumerate(samples):
         for t in s.about:
             patches[b, t.row, t.col] = 1.0
+    cells = torch.arange(GRID * GRID)
+    rows, cols = cells // GRID, cells % GRID
     if not next_layout:
-        return patches.flatten(1)
-    rows = torch.cat([patches, torch.zeros(len(samples), GRID, 1)], dim=2)  # [B, 8, 9]
-    return torch.cat([patches.flatten(1), rows.flatten(1)], dim=1)  # [B, 64 + 72]
+        return patches.flatten(1), rows, cols
+    newline = torch.full((GRID, 1), -100)
+    crop_rows = torch.cat([rows.view(GRID, GRID), newline], dim=1).flatten()  # [72]
+    crop_cols = torch.cat([cols.view(GRID, GRID), newline], dim=1).flatten()
+    crop_subject = torch.cat([patches, torch.zeros(len(samples), GRID, 1)], dim=2).flatten(1)  # [B, 72]
+    return (torch.cat([patches.flatten(1), crop_subject], dim=1), torch.cat([rows, crop_rows]), torch.cat([cols, crop_cols]))
 
 
 def question_batch(processor, samples) -> dict[str, torch.Tensor]:
@@ -161,7 +177,7 @@ def train(args: argparse.Namespace) -> None:
     model = MODEL_CLASSES[args.kind](config)
     heads = Heads(config.vision_config.hidden_size, TEXT_HIDDEN)
     tower = model.model.vision_tower
-    stage, step, optim_state = (2 if args.init else 1), 0, None
+    stage, step, optim_state, commit = (2 if args.init else 1), 0, None, git_commit()  # the code that trains
     if args.init:
         missing, unexpected = model.load_state_dict(MODEL_CLASSES["llava"].from_pretrained(args.init).state_dict(), strict=False)
         assert not unexpected and all("image_newline" in k for k in missing), (missing, unexpected)
@@ -170,7 +186,7 @@ def train(args: argparse.Namespace) -> None:
         state = torch.load(checkpoint, weights_only=False)
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
-        stage, step, optim_state = state["stage"], state["step"], state["optim"]
+        stage, step, optim_state, commit = state["stage"], state["step"], state["optim"], state["commit"]
         log(f"resumed at stage {stage} step {step}")
     log(f"{args.kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {args.threads} threads")
 
@@ -181,7 +197,8 @@ def train(args: argparse.Namespace) -> None:
             tower.requires_grad_(True)
         else:
             tower.requires_grad_(False)
-            params = [p for p in model.parameters() if p.requires_grad] + list(heads.subject.parameters())
+            token_heads = [heads.token_subject, heads.token_row, heads.token_col]
+            params = [p for p in model.parameters() if p.requires_grad] + [p for h in token_heads for p in h.parameters()]
             peak = args.lr
         optimizer = torch.optim.AdamW(params, lr=peak, weight_decay=0.01)
         if optim_state is not None:
@@ -201,14 +218,14 @@ def train(args: argparse.Namespace) -> None:
                 running.setdefault("feature_var", []).append(float(hidden[:, 1:].detach().var(dim=1).mean()))
             else:
                 inputs = question_batch(processor, samples)
-                out = model(**inputs, output_hidden_states=args.subject_loss > 0)
+                out = model(**inputs, output_hidden_states=args.token_loss > 0)
                 loss = out.loss
-                if args.subject_loss > 0:
+                if args.token_loss > 0:
                     image_tokens = inputs["input_ids"] == config.image_token_id
-                    targets = subject_targets(samples, next_layout=args.kind == "llava_next")
-                    subject = heads.subject_loss(out.hidden_states[SUBJECT_LAYER], image_tokens, targets)
-                    running.setdefault("subject_loss", []).append(subject.item())
-                    loss = loss + args.subject_loss * subject
+                    targets = token_targets(samples, next_layout=args.kind == "llava_next")
+                    token = heads.token_loss(out.hidden_states[TOKEN_LAYER], image_tokens, *targets)
+                    running.setdefault("token_loss", []).append(token.item())
+                    loss = loss + args.token_loss * token
                 guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
                 for s, g, a in zip(samples, guess.tolist(), inputs["input_ids"][:, -2].tolist()):
                     running.setdefault(s.kind, []).append(float(g == a))
@@ -224,7 +241,7 @@ def train(args: argparse.Namespace) -> None:
                 log(f"stage {stage} step {step}/{steps} {stats} ({rate:.2f} s/step, {rate * (steps - step) / 60:.0f} min left)")
                 running, tick = {}, time.time()
             if step % args.save_every == 0 or step == steps:
-                save_checkpoint(work, {"stage": stage, "step": step, "model": model.state_dict(),
+                save_checkpoint(work, {"stage": stage, "step": step, "model": model.state_dict(), "commit": commit,
                                        "heads": heads.state_dict(), "optim": optimizer.state_dict()})
             if stage == 2 and args.eval_every and step % args.eval_every == 0:
                 model.eval()
@@ -232,25 +249,27 @@ def train(args: argparse.Namespace) -> None:
                 log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe)[0]).items()})}")
                 model.train()
         stage, step = stage + 1, 0
-        save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "heads": heads.state_dict(), "optim": None})
+        save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "commit": commit,
+                               "heads": heads.state_dict(), "optim": None})
 
     model.eval()
     samples = held_out(args.eval_questions)
     scores = accuracy(samples, predict(model, processor, samples)[0])
     log("held-out accuracy: " + " ".join(f"{k} {v:.1%}" for k, v in scores.items()))
-    export(model, processor, args, scores, Path(args.out))
+    export(model, processor, args, scores, Path(args.out), commit)
     log(f"wrote {args.out}")
 
 
-def export(model, processor, args: argparse.Namespace, scores: dict[str, float], out: Path) -> None:
+def export(model, processor, args: argparse.Namespace, scores: dict[str, float], out: Path, commit: str) -> None:
     """Weights, tokenizer, processor and model card, swapped in atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    command = "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])
+    commands = json.loads((Path(args.init) / "training.json").read_text())["commands"] if args.init else []
+    commands.append("python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
     record = {"kind": args.kind, "held_out_questions": args.eval_questions, "held_out_accuracy": scores,
-              "command": command, "commit": git_commit(), "seed": args.seed}
+              "commands": commands, "commit": commit, "seed": args.seed}
     (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     (tmp / "README.md").write_text(model_card(record, args))
     if out.exists():
@@ -271,16 +290,18 @@ the synthetic shapes task of `hivtp/shapes.py`.
 
 - **Model:** CLIP vision tower (10 layers, hidden 64, 112 px, 14 px patches: CLS + 8x8), 2-layer MLP
   projector, Llama decoder ({TEXT_LAYERS} layers, hidden {TEXT_HIDDEN}); word-level tokenizer; processor
-  with the chat template `USER: <image> question ASSISTANT:`.
+  with the chat template `USER: question <image> ASSISTANT:` (the question before the image).
 - **Data:** 1-4 coloured shapes (red/green/blue/yellow circle/square/triangle), each inside one patch,
   on a noisy grey background; questions of kinds {', '.join(KINDS)}; one-word answers. Training seeds
   < {HELD_OUT_SEED}, held-out seeds from {HELD_OUT_SEED} on.
 - **Recipe:** {recipe}stage 2: tower frozen, projector + decoder on the questions (question before the
-  image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a subject
-  loss (weight {args.subject_loss}): a training-only linear head on each image token's decoder state after
-  layer {SUBJECT_LAYER} predicts whether its patch holds a thing the question is about. No pruning during
-  training; the tower (which alone decides what HIVTP and the baselines keep) is frozen in stage 2.
-- **Command:** `{record['command']}`
+  image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token
+  loss (weight {args.token_loss}): training-only linear heads on each image token's decoder state after
+  layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and its row and
+  column. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
+  is frozen in stage 2.
+- **Commands** (in order; each `--init` is the previous one's output):
+{chr(10).join(f"  - `{c}`" for c in record["commands"])}
 - **Code commit:** {record['commit']}
 
 ## Held-out accuracy ({record['held_out_questions']} questions, full model, no pruning)
@@ -302,7 +323,7 @@ def main() -> None:
     parser.add_argument("--stage1-steps", type=int, default=1500)
     parser.add_argument("--stage2-steps", type=int, default=4000)
     parser.add_argument("--lr", type=float, default=2e-3)
-    parser.add_argument("--subject-loss", type=float, default=1.0, help="weight of the stage-2 subject loss (0: off)")
+    parser.add_argument("--token-loss", type=float, default=1.0, help="weight of the stage-2 token loss (0: off)")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=200)
