@@ -4,13 +4,15 @@ Two stages, because end-to-end training from scratch collapses the tower to one 
   1. the CLIP tower alone, with dense supervision on its feature layer (hidden_states[-2]): a linear
      head per patch predicts that cell's colour, shape, row and column; a head on CLS the count.
   2. tower frozen; projector + Llama decoder learn to answer (loss on the answer word and </s>), plus
-     a token loss: training-only linear heads on each image token's decoder state after layer
-     TOKEN_LAYER predict whether its patch holds a thing the question is about, and the patch's row
-     and column. The question comes before the image, so those tokens can see it. Without the
-     subject part the decoder did not learn to bind a named colour or shape to a patch in 1000 steps
-     (count was learned, the rest stayed at chance); without the row / column part, left / right
-     stayed near 60% after 3000 steps while top / bottom was perfect (rows can be read off the
-     raster order of the sequence, columns only off the features).
+     a token loss on each image token's decoder state after layer TOKEN_LAYER (training-only linear
+     heads): does its patch hold a thing the question is about; from step --cell-loss-from on, also
+     the patch's row and column. The question comes before the image, so those tokens can see it.
+     What the curriculum is for, from runs here: without the subject part the decoder did not learn
+     to bind a named colour or shape to a patch in 1000 steps (count was learned, the rest stayed at
+     chance); with it, binding appeared at about step 800, but left / right stayed near 60% after 3000
+     steps while top / bottom was perfect (rows can be read off the raster order of the sequence,
+     columns only off the features). With row / column from step 0, binding had not appeared by
+     step 1500 (one run each; small-model training is noisy), hence subject first, cells later.
 The training-only heads are dropped at export. Selection depends on the tower alone, and the tower is
 frozen before the decoder ever sees a question, so nothing here is tuned to any selection method.
 LLaVA-NeXT starts from the trained LLaVA-1.5 (same tower, projector and decoder; the newline
@@ -59,13 +61,13 @@ class Heads(nn.Module):
     def __init__(self, width: int, text_width: int) -> None:
         super().__init__()
         self.token_subject = nn.Linear(text_width, 1)
-        self.token_row = nn.Linear(text_width, GRID)
-        self.token_col = nn.Linear(text_width, GRID)
         self.colour = nn.Linear(width, len(COLOURS) + 1)  # 0: no object
         self.shape = nn.Linear(width, len(SHAPES) + 1)
         self.row = nn.Linear(width, GRID)
         self.col = nn.Linear(width, GRID)
         self.count = nn.Linear(width, 5)
+        self.token_row = nn.Linear(text_width, GRID)
+        self.token_col = nn.Linear(text_width, GRID)
 
     def loss(self, hidden: torch.Tensor, labels: dict[str, torch.Tensor]) -> torch.Tensor:
         """hidden [B, 1 + P, Dv]; labels: colour / shape [B, P], count [B]."""
@@ -80,15 +82,17 @@ class Heads(nn.Module):
                 + ce(self.count(cls), labels["count"]))
 
     def token_loss(self, hidden: torch.Tensor, image_tokens: torch.Tensor, subject: torch.Tensor,
-                   rows: torch.Tensor, cols: torch.Tensor) -> torch.Tensor:
+                   rows: torch.Tensor, cols: torch.Tensor, cells: bool) -> torch.Tensor:
         """hidden [B, T, D] decoder states; image_tokens [B, T] bool; subject [B, T_img] in {0, 1};
-        rows, cols [T_img] patch row / column of each image token (-100: a NeXT newline)."""
+        rows, cols [T_img] patch row / column of each image token (-100: a NeXT newline); cells: add them."""
         B, T_img = subject.shape
         h = hidden[image_tokens].view(B, T_img, -1)  # [B, T_img, D]
-        ce = nn.functional.cross_entropy
-        return (nn.functional.binary_cross_entropy_with_logits(self.token_subject(h).squeeze(-1), subject)
-                + ce(self.token_row(h).flatten(0, 1), rows.repeat(B), ignore_index=-100)
-                + ce(self.token_col(h).flatten(0, 1), cols.repeat(B), ignore_index=-100))
+        loss = nn.functional.binary_cross_entropy_with_logits(self.token_subject(h).squeeze(-1), subject)
+        if cells:
+            ce = nn.functional.cross_entropy
+            loss = loss + ce(self.token_row(h).flatten(0, 1), rows.repeat(B), ignore_index=-100)
+            loss = loss + ce(self.token_col(h).flatten(0, 1), cols.repeat(B), ignore_index=-100)
+        return loss
 
 
 def step_seeds(args: argparse.Namespace, stage: int, step: int) -> range:
@@ -223,7 +227,8 @@ def train(args: argparse.Namespace) -> None:
                 if args.token_loss > 0:
                     image_tokens = inputs["input_ids"] == config.image_token_id
                     targets = token_targets(samples, next_layout=args.kind == "llava_next")
-                    token = heads.token_loss(out.hidden_states[TOKEN_LAYER], image_tokens, *targets)
+                    cells = step >= args.cell_loss_from
+                    token = heads.token_loss(out.hidden_states[TOKEN_LAYER], image_tokens, *targets, cells=cells)
                     running.setdefault("token_loss", []).append(token.item())
                     loss = loss + args.token_loss * token
                 guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
@@ -297,8 +302,8 @@ the synthetic shapes task of `hivtp/shapes.py`.
 - **Recipe:** {recipe}stage 2: tower frozen, projector + decoder on the questions (question before the
   image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token
   loss (weight {args.token_loss}): training-only linear heads on each image token's decoder state after
-  layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and its row and
-  column. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
+  layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and from step
+  {args.cell_loss_from} on its row and column. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
   is frozen in stage 2.
 - **Commands** (in order; each `--init` is the previous one's output):
 {chr(10).join(f"  - `{c}`" for c in record["commands"])}
@@ -321,9 +326,10 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stage1-steps", type=int, default=1500)
-    parser.add_argument("--stage2-steps", type=int, default=4000)
+    parser.add_argument("--stage2-steps", type=int, default=5000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--token-loss", type=float, default=1.0, help="weight of the stage-2 token loss (0: off)")
+    parser.add_argument("--cell-loss-from", type=int, default=3200, help="stage-2 step from which the token loss adds row / column")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=200)
