@@ -16,8 +16,7 @@ only the scoring / selection steps (`PruneOps`), so they share HIVTP's layout, p
 from __future__ import annotations
 
 import argparse
-import tempfile
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -27,7 +26,7 @@ from tqdm import tqdm
 
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
-from hivtp.runtime.hf import HIVTPModel, PruneOps, apply
+from hivtp.runtime.hf import HIVTPModel, PruneOps, apply, patch_grid
 from hivtp.shapes import KINDS, Sample, held_out
 from hivtp.timing import run_metadata, save_figure, write_json
 
@@ -89,22 +88,38 @@ def method_setup(method: str, model: Any, config: HIVTPConfig, generator: torch.
 
 # ---- shapes mode: accuracy on held-out synthetic questions ----
 
+@dataclass
+class Predictions:
+    answers: list[str]  # greedy one-word answer per sample
+    visual_tokens: float  # mean visual tokens per image the LLM saw
+    kept_patches: list[set[int]] | None  # per sample, the patches kept in the base image / crop (None: nothing pruned)
+
+
 @torch.inference_mode()
-def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> tuple[list[str], float]:
-    """(greedy one-word answers, mean visual tokens per image the LLM saw); `model` may be pruned (`apply`)."""
-    answers: list[str] = []
-    tokens = 0.0
+def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> Predictions:
+    """Answers from the last position's logits, batched; `model` may be pruned (`apply`)."""
+    result = Predictions([], 0.0, [] if isinstance(model, HIVTPModel) else None)
     for start in range(0, len(samples), batch_size):
         chunk = samples[start : start + batch_size]
         inputs = processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
                            padding=True, return_tensors="pt").to(model.device)
         logits = model(**inputs).logits[:, -1]  # [b, V], left padding: the last column is every row's last token
-        answers += [processor.tokenizer.decode([i]).strip() for i in logits.argmax(-1).tolist()]
-        if isinstance(model, HIVTPModel) and model.last_pruned is not None:
-            tokens += float(model.last_pruned.kept_tokens.sum())
+        result.answers += [processor.tokenizer.decode([i]).strip() for i in logits.argmax(-1).tolist()]
+        if result.kept_patches is None:
+            result.visual_tokens += float((inputs["input_ids"] == model.config.image_token_id).sum())
         else:
-            tokens += float((inputs["input_ids"] == model.config.image_token_id).sum())
-    return answers, tokens / len(samples)
+            pruned = model.last_pruned
+            result.visual_tokens += float(pruned.kept_tokens.sum())
+            base = pruned.indices[:: pruned.indices.shape[0] // len(chunk)]  # [b, Kmax]: each image's first crop
+            result.kept_patches += [set(row[row >= 0].tolist()) for row in base]
+    result.visual_tokens /= len(samples)
+    return result
+
+
+def subjects_kept(samples: list[Sample], kept_patches: list[set[int]] | None, grid: int) -> float:
+    """Share of the things questions are about whose patch survived selection (base image / crop)."""
+    things = [(t.row * grid + t.col, kept) for s, kept in zip(samples, kept_patches or [None] * len(samples)) for t in s.about]
+    return sum(kept is None or cell in kept for cell, kept in things) / len(things)
 
 
 def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
@@ -123,20 +138,22 @@ def shapes_rows(model: Any, processor: Any, label: str, samples: list[Sample], b
         for method in METHODS:
             config, ops = method_setup(method, model, replace(base, budget=budget), generator)
             runs.append((method, budget, apply(model, config, ops)))
+    grid = patch_grid(model.config.vision_config)[1]
     rows = []
     for method, budget, runner in tqdm(runs, desc=f"fidelity {label}", unit="run"):
-        answers, kept = predict(runner, processor, samples)
-        scores = accuracy(samples, answers)
-        rows.append({"model": label, "method": method, "budget": budget, "tokens_kept": kept,
+        predictions = predict(runner, processor, samples)
+        scores = accuracy(samples, predictions.answers)
+        rows.append({"model": label, "method": method, "budget": budget, "tokens_kept": predictions.visual_tokens,
+                     "subjects_kept": subjects_kept(samples, predictions.kept_patches, grid),
                      "accuracy": scores.pop("overall"), "per_kind": scores})
     return rows
 
 
 def print_shapes_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'model':<18} {'method':<12} {'budget':>6} {'tokens':>7} {'overall':>8} " + " ".join(f"{k:>8}" for k in KINDS))
+    print(f"{'model':<18} {'method':<12} {'budget':>6} {'tokens':>7} {'subjects':>9} {'overall':>8} " + " ".join(f"{k:>8}" for k in KINDS))
     for r in rows:
-        print(f"{r['model']:<18} {r['method']:<12} {r['budget'] or '-':>6} {r['tokens_kept']:>7.1f} {r['accuracy']:>8.1%} "
-              + " ".join(f"{r['per_kind'][k]:>8.1%}" for k in KINDS))
+        print(f"{r['model']:<18} {r['method']:<12} {r['budget'] or '-':>6} {r['tokens_kept']:>7.1f} {r['subjects_kept']:>9.1%} "
+              f"{r['accuracy']:>8.1%} " + " ".join(f"{r['per_kind'][k]:>8.1%}" for k in KINDS))
 
 
 def plot_shapes(rows: list[dict[str, Any]], title: str) -> Any:
@@ -174,7 +191,8 @@ def run_shapes(args: argparse.Namespace, base: HIVTPConfig) -> None:
         model, processor = load_llava(directory, device=args.device)
         rows += shapes_rows(model, processor, directory.name, samples, base, budgets, args.seed)
     print(f"hivtp fidelity: {len(samples)} held-out shapes questions, {len(samples) // len(KINDS)} per kind; "
-          f"budgets are tokens per image (per crop for NeXT); tokens = mean visual tokens the LLM saw per image")
+          f"budgets are tokens per image (per crop for NeXT); tokens = mean visual tokens the LLM saw per image; "
+          f"subjects = share of the things each question is about whose patch was kept (base image / crop)")
     print_shapes_table(rows)
     meta = run_metadata(model.device)
     out = Path(args.out or Path("results/fidelity") / f"shapes-{meta['date_utc'][:10]}.json")

@@ -132,6 +132,18 @@ def token_targets(samples, next_layout: bool) -> tuple[torch.Tensor, torch.Tenso
     return (torch.cat([patches.flatten(1), crop_subject], dim=1), torch.cat([rows, crop_rows]), torch.cat([cols, crop_cols]))
 
 
+def subject_answer_loss(logits: torch.Tensor, image_tokens: torch.Tensor, subject: torch.Tensor,
+                        answers: torch.Tensor) -> torch.Tensor:
+    """The answer word predicted at the subject's own image tokens (their logits [B, T, V], from the
+    lm_head like any position): the token that holds the thing computes the answer, the last token
+    only has to find it. answers [B] token ids; rows with no subject (exist: no; count, masked by the
+    caller: its answer is no one token's) add nothing."""
+    B, T_img = subject.shape
+    at_images = logits[image_tokens].view(B, T_img, -1)[subject > 0]  # [S, V] for S subject tokens
+    rows = (subject > 0).nonzero()[:, 0]  # [S] which sample each subject token belongs to
+    return nn.functional.cross_entropy(at_images, answers[rows]) if len(rows) else logits.sum() * 0.0
+
+
 def question_batch(processor, samples) -> dict[str, torch.Tensor]:
     """Prompt + answer word + </s>, left padded; labels on the last two tokens only."""
     texts = [f"{build_prompt(processor, s.question)} {s.answer}" for s in samples]
@@ -224,13 +236,18 @@ def train(args: argparse.Namespace) -> None:
                 inputs = question_batch(processor, samples)
                 out = model(**inputs, output_hidden_states=args.token_loss > 0)
                 loss = out.loss
+                image_tokens = inputs["input_ids"] == config.image_token_id
+                targets = token_targets(samples, next_layout=args.kind == "llava_next")
                 if args.token_loss > 0:
-                    image_tokens = inputs["input_ids"] == config.image_token_id
-                    targets = token_targets(samples, next_layout=args.kind == "llava_next")
                     cells = step >= args.cell_loss_from
                     token = heads.token_loss(out.hidden_states[TOKEN_LAYER], image_tokens, *targets, cells=cells)
                     running.setdefault("token_loss", []).append(token.item())
                     loss = loss + args.token_loss * token
+                if args.answer_loss > 0:
+                    single = torch.tensor([s.kind != "count" for s in samples]).unsqueeze(1)  # [B, 1]
+                    answer = subject_answer_loss(out.logits, image_tokens, targets[0] * single, inputs["input_ids"][:, -2])
+                    running.setdefault("answer_loss", []).append(answer.item())
+                    loss = loss + args.answer_loss * answer
                 guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
                 for s, g, a in zip(samples, guess.tolist(), inputs["input_ids"][:, -2].tolist()):
                     running.setdefault(s.kind, []).append(float(g == a))
@@ -251,7 +268,7 @@ def train(args: argparse.Namespace) -> None:
             if stage == 2 and args.eval_every and step % args.eval_every == 0:
                 model.eval()
                 probe = held_out(100, offset=10**8)  # a held-out slice apart from the final evaluation's
-                log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe)[0]).items()})}")
+                log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe).answers).items()})}")
                 model.train()
         stage, step = stage + 1, 0
         save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "commit": commit,
@@ -259,7 +276,7 @@ def train(args: argparse.Namespace) -> None:
 
     model.eval()
     samples = held_out(args.eval_questions)
-    scores = accuracy(samples, predict(model, processor, samples)[0])
+    scores = accuracy(samples, predict(model, processor, samples).answers)
     log("held-out accuracy: " + " ".join(f"{k} {v:.1%}" for k, v in scores.items()))
     export(model, processor, args, scores, Path(args.out), commit)
     log(f"wrote {args.out}")
@@ -329,6 +346,7 @@ def main() -> None:
     parser.add_argument("--stage2-steps", type=int, default=5000)
     parser.add_argument("--lr", type=float, default=2e-3)
     parser.add_argument("--token-loss", type=float, default=1.0, help="weight of the stage-2 token loss (0: off)")
+    parser.add_argument("--answer-loss", type=float, default=0.0, help="weight of the stage-2 answer-at-subject loss (0: off)")
     parser.add_argument("--cell-loss-from", type=int, default=3200, help="stage-2 step from which the token loss adds row / column")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)

@@ -29,10 +29,10 @@ def shipped(request: pytest.FixtureRequest):
 def test_accuracy_is_at_least_the_model_cards_minus_3_points(shipped) -> None:
     directory, model, processor = shipped
     card = json.loads((directory / "training.json").read_text())["held_out_accuracy"]
-    answers, tokens = predict(model, processor, QUESTIONS)
-    measured = accuracy(QUESTIONS, answers)
+    predictions = predict(model, processor, QUESTIONS)
+    measured = accuracy(QUESTIONS, predictions.answers)
     assert measured["overall"] >= card["overall"] - 0.03, (measured, card)
-    assert tokens == (64 if model.config.model_type == "llava" else 136)  # NeXT: base + one real crop + 8 newlines
+    assert predictions.visual_tokens == (64 if model.config.model_type == "llava" else 136)  # NeXT: base + one real crop + 8 newlines
 
 
 def test_weights_are_small_enough_to_ship(shipped) -> None:
@@ -45,10 +45,10 @@ def test_weights_are_small_enough_to_ship(shipped) -> None:
 def test_a_budget_of_every_patch_is_the_full_model(shipped) -> None:
     _, model, processor = shipped
     samples = QUESTIONS[:40]
-    full, _ = predict(model, processor, samples)
-    kept, tokens = predict(apply(model, HIVTPConfig(budget=64)), processor, samples)
-    assert kept == full
-    assert tokens == (64 if model.config.model_type == "llava" else 136)
+    full = predict(model, processor, samples)
+    kept = predict(apply(model, HIVTPConfig(budget=64)), processor, samples)
+    assert kept.answers == full.answers and kept.visual_tokens == full.visual_tokens
+    assert kept.kept_patches == [set(range(64))] * len(samples) and full.kept_patches is None
 
 
 def test_fidelity_on_a_small_sample(tmp_path, capsys) -> None:
@@ -63,4 +63,5 @@ def test_fidelity_on_a_small_sample(tmp_path, capsys) -> None:
         assert {"accuracy", "per_kind", "tokens_kept"} <= set(full)
         for method in ("hivtp", "uniform", "random", "cls"):
             assert rows[(name, method, 64)]["accuracy"] == full["accuracy"]  # nothing pruned
+            assert rows[(name, method, 64)]["subjects_kept"] == 1.0
             assert rows[(name, method, 4)]["tokens_kept"] < full["tokens_kept"]
