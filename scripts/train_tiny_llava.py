@@ -3,16 +3,23 @@
 Two stages, because end-to-end training from scratch collapses the tower to one vector per image:
   1. the CLIP tower alone, with dense supervision on its feature layer (hidden_states[-2]): a linear
      head per patch predicts that cell's colour, shape, row and column; a head on CLS the count.
-  2. tower frozen; projector + Llama decoder learn to answer (loss on the answer word and </s>), plus
-     a token loss on each image token's decoder state after layer TOKEN_LAYER (training-only linear
-     heads): does its patch hold a thing the question is about; from step --cell-loss-from on, also
-     the patch's row and column. The question comes before the image, so those tokens can see it.
-     What the curriculum is for, from runs here: without the subject part the decoder did not learn
-     to bind a named colour or shape to a patch in 1000 steps (count was learned, the rest stayed at
-     chance); with it, binding appeared at about step 800, but left / right stayed near 60% after 3000
-     steps while top / bottom was perfect (rows can be read off the raster order of the sequence,
-     columns only off the features). With row / column from step 0, binding had not appeared by
-     step 1500 (one run each; small-model training is noisy), hence subject first, cells later.
+  2. tower frozen; projector + Llama decoder learn to answer (loss on the answer word and </s>),
+     with the question before the image, so the image tokens can see it, plus two dense losses on
+     the image tokens (training-only linear heads / the model's own lm_head):
+     - token loss, on each image token's decoder state after layer TOKEN_LAYER: does its patch hold
+       a thing the question is about; from step --cell-loss-from on, also the patch's row and column;
+     - answer loss (--answer-loss): the answer word predicted at the subject's own image tokens.
+LLaVA-1.5 = two runs: from scratch with the token loss (subject first, cells from step 3200), then
+a continuation (--init) that adds the answer loss. What each piece is for, from runs here (one run
+each; small-model training is noisy):
+- no token loss: the decoder did not bind a named colour or shape to a patch in 1000 steps (count was
+  learned, the other kinds stayed at chance);
+- subject part: binding appeared at about step 800; but left / right stayed near 60% while top /
+  bottom was perfect (rows can be read off the raster order of the sequence, columns only off the
+  features); row / column from step 0 instead: no binding by step 1500; row / column added at step
+  3200 or a 1500-step continuation with them: left / right still near 60%;
+- answer loss: the subject tokens learned to answer, and then within about 400 steps so did the last
+  token: position went from 78% to 99% (training batches).
 The training-only heads are dropped at export. Selection depends on the tower alone, and the tower is
 frozen before the decoder ever sees a question, so nothing here is tuned to any selection method.
 LLaVA-NeXT starts from the trained LLaVA-1.5 (same tower, projector and decoder; the newline
@@ -22,9 +29,7 @@ Resumable: `--work` holds checkpoint.pt (written atomically every --save-every s
 rerunning the same command continues where it stopped. Each step's data is a function of
 (seed, stage, step), so a resumed run sees the same data as an uninterrupted one.
 
-  python scripts/train_tiny_llava.py --kind llava --out hivtp/data/models/shapes-llava --work runs/llava
-  python scripts/train_tiny_llava.py --kind llava_next --init hivtp/data/models/shapes-llava \\
-      --out hivtp/data/models/shapes-llava-next --work runs/llava-next
+The exact commands of the shipped models, in order, are in their cards (hivtp/data/models/*/README.md).
 """
 
 from __future__ import annotations
@@ -320,7 +325,8 @@ the synthetic shapes task of `hivtp/shapes.py`.
   image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token
   loss (weight {args.token_loss}): training-only linear heads on each image token's decoder state after
   layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and from step
-  {args.cell_loss_from} on its row and column. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
+  {args.cell_loss_from} on its row and column; answer loss (weight {args.answer_loss}): the answer word
+  predicted at the subject's own image tokens. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
   is frozen in stage 2.
 - **Commands** (in order; each `--init` is the previous one's output):
 {chr(10).join(f"  - `{c}`" for c in record["commands"])}
