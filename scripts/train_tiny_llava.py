@@ -321,7 +321,8 @@ the synthetic shapes task of `hivtp/shapes.py`.
 - **Data:** 1-4 coloured shapes (red/green/blue/yellow circle/square/triangle), each inside one patch,
   on a noisy grey background; questions of kinds {', '.join(KINDS)}; one-word answers. Training seeds
   < {HELD_OUT_SEED}, held-out seeds from {HELD_OUT_SEED} on.
-- **Recipe:** {recipe}stage 2: tower frozen, projector + decoder on the questions (question before the
+- **Recipe** (of the last command below; the earlier ones trained the model it starts from, see
+  scripts/train_tiny_llava.py): {recipe}stage 2: tower frozen, projector + decoder on the questions (question before the
   image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token
   loss (weight {args.token_loss}): training-only linear heads on each image token's decoder state after
   layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and from step
@@ -340,7 +341,7 @@ the synthetic shapes task of `hivtp/shapes.py`.
 """
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--kind", choices=sorted(MODEL_CLASSES), required=True)
     parser.add_argument("--out", required=True, help="directory of the exported checkpoint")
@@ -359,7 +360,11 @@ def main() -> None:
     parser.add_argument("--save-every", type=int, default=200)
     parser.add_argument("--eval-every", type=int, default=500, help="stage-2 steps between held-out probes (0: none)")
     parser.add_argument("--eval-questions", type=int, default=1000)
-    train(parser.parse_args())
+    return parser
+
+
+def main() -> None:
+    train(build_parser().parse_args())
 
 
 if __name__ == "__main__":
