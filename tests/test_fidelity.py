@@ -58,19 +58,18 @@ def test_empty_folder_one_line_exit_2(tmp_path, capsys) -> None:
 
 
 @torch.inference_mode()
-def test_baselines_run_on_llava_next(tiny_dirs) -> None:
-    """Baselines swap only the selection step, so they keep K per crop on NeXT too."""
+@pytest.mark.parametrize("method", ["uniform", "random", "cls"])
+def test_baselines_run_on_llava_next(tiny_dirs, method) -> None:
+    """Baselines swap only scoring / selection, so they keep K per crop on NeXT too."""
     from hivtp import HIVTPConfig
-    from hivtp.fidelity import baseline_ops
+    from hivtp.fidelity import method_setup
     from hivtp.runtime.hf import prune_inputs
     from hivtp.loading import load_llava
 
     model, processor = load_llava(tiny_dirs["llava_next"])
     inputs = processor(images=[load_image(sample_image_path())], text=["<image> what ?"], return_tensors="pt")
-    hivtp_run = prune_inputs(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["image_sizes"], HIVTPConfig(budget=8))
-    uniform = prune_inputs(
-        model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["image_sizes"],
-        HIVTPConfig(budget=8), baseline_ops("uniform", torch.Generator().manual_seed(0)),
-    )
-    assert uniform.counts.tolist() == hivtp_run.counts.tolist() == [8] * len(uniform.counts)
-    assert not torch.equal(uniform.indices, hivtp_run.indices)
+    args = (model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], inputs["image_sizes"])
+    hivtp_run = prune_inputs(*args, HIVTPConfig(budget=8))
+    baseline = prune_inputs(*args, *method_setup(method, model, HIVTPConfig(budget=8), torch.Generator().manual_seed(0)))
+    assert baseline.counts.tolist() == hivtp_run.counts.tolist() == [8] * len(baseline.counts)
+    assert not torch.equal(baseline.indices, hivtp_run.indices)
