@@ -63,11 +63,15 @@ def cls_attention(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
     return attention.mean(dim=(0, 2))[:, 0, 1:]  # [M, P]: the CLS column dropped
 
 
+def with_counts(indices: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """[M, K] indices, every row full -> (indices, counts [M]): the `select_tokens` contract."""
+    return indices, torch.full((indices.shape[0],), indices.shape[1], dtype=torch.int64, device=indices.device)
+
+
 def top_k(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
-    """The budget's highest-scoring patches, ascending (same layout contract as `select_tokens`)."""
-    M, P = scores.shape
-    indices = scores.topk(min(config.budget or P, P), dim=1).indices.sort(dim=1).values  # [M, K]
-    return indices, torch.full((M,), indices.shape[1], dtype=torch.int64, device=scores.device)
+    """The budget's highest-scoring patches, ascending."""
+    P = scores.shape[1]
+    return with_counts(scores.topk(min(config.budget or P, P), dim=1).indices.sort(dim=1).values)  # [M, K]
 
 
 def method_setup(method: str, model: Any, config: HIVTPConfig, generator: torch.Generator) -> tuple[HIVTPConfig, PruneOps | None]:
@@ -80,8 +84,7 @@ def method_setup(method: str, model: Any, config: HIVTPConfig, generator: torch.
 
     def select(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
         M, P = scores.shape
-        indices = baseline_indices(method, M, P, config.budget or P, generator).to(scores.device)  # [M, K]
-        return indices, torch.full((M,), indices.shape[1], dtype=torch.int64, device=scores.device)
+        return with_counts(baseline_indices(method, M, P, config.budget or P, generator).to(scores.device))  # [M, K]
 
     return config, PruneOps(select=select)
 
@@ -95,14 +98,20 @@ class Predictions:
     kept_patches: list[set[int]] | None  # per sample, the patches kept in the base image / crop (None: nothing pruned)
 
 
+def encode(processor: Any, samples: list[Sample], batch_size: int = 50) -> list[Any]:
+    """The samples through the processor in left-padded batches: rendered once, reused by every method."""
+    return [processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
+                      padding=True, return_tensors="pt")
+            for chunk in (samples[i : i + batch_size] for i in range(0, len(samples), batch_size))]
+
+
 @torch.inference_mode()
-def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int = 50) -> Predictions:
-    """Answers from the last position's logits, batched; `model` may be pruned (`apply`)."""
+def predict(model: Any, processor: Any, batches: list[Any]) -> Predictions:
+    """Answers from the last position's logits for `encode`d batches; `model` may be pruned (`apply`)."""
     result = Predictions([], 0.0, [] if isinstance(model, HIVTPModel) else None)
-    for start in range(0, len(samples), batch_size):
-        chunk = samples[start : start + batch_size]
-        inputs = processor(images=[s.image() for s in chunk], text=[build_prompt(processor, s.question) for s in chunk],
-                           padding=True, return_tensors="pt").to(model.device)
+    for batch in batches:
+        inputs = batch.to(model.device)
+        b = inputs["input_ids"].shape[0]
         logits = model(**inputs).logits[:, -1]  # [b, V], left padding: the last column is every row's last token
         result.answers += [processor.tokenizer.decode([i]).strip() for i in logits.argmax(-1).tolist()]
         if result.kept_patches is None:
@@ -110,16 +119,18 @@ def predict(model: Any, processor: Any, samples: list[Sample], batch_size: int =
         else:
             pruned = model.last_pruned
             result.visual_tokens += float(pruned.kept_tokens.sum())
-            base = pruned.indices[:: pruned.indices.shape[0] // len(chunk)]  # [b, Kmax]: each image's first crop
+            base = pruned.indices[:: pruned.indices.shape[0] // b]  # [b, Kmax]: each image's first crop
             result.kept_patches += [set(row[row >= 0].tolist()) for row in base]
-    result.visual_tokens /= len(samples)
+    result.visual_tokens /= len(result.answers)
     return result
 
 
 def subjects_kept(samples: list[Sample], kept_patches: list[set[int]] | None, grid: int) -> float:
     """Share of the things questions are about whose patch survived selection (base image / crop)."""
-    things = [(t.row * grid + t.col, kept) for s, kept in zip(samples, kept_patches or [None] * len(samples)) for t in s.about]
-    return sum(kept is None or cell in kept for cell, kept in things) / len(things)
+    if kept_patches is None:
+        return 1.0
+    things = [t.row * grid + t.col in kept for s, kept in zip(samples, kept_patches) for t in s.about]
+    return sum(things) / len(things)
 
 
 def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
@@ -139,9 +150,10 @@ def shapes_rows(model: Any, processor: Any, label: str, samples: list[Sample], b
             config, ops = method_setup(method, model, replace(base, budget=budget), generator)
             runs.append((method, budget, apply(model, config, ops)))
     grid = patch_grid(model.config.vision_config)[1]
+    batches = encode(processor, samples)
     rows = []
     for method, budget, runner in tqdm(runs, desc=f"fidelity {label}", unit="run"):
-        predictions = predict(runner, processor, samples)
+        predictions = predict(runner, processor, batches)
         scores = accuracy(samples, predictions.answers)
         rows.append({"model": label, "method": method, "budget": budget, "tokens_kept": predictions.visual_tokens,
                      "subjects_kept": subjects_kept(samples, predictions.kept_patches, grid),

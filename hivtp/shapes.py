@@ -92,11 +92,10 @@ def sample(seed: int, kind: str | None = None) -> Sample:
         raise ValueError(f"unknown question kind {kind!r}; expected one of {KINDS}")
     while True:  # colour / shape questions need a thing whose named attribute is unique: redraw until so
         things = random_things(rng)
-        if kind == "color" and _unique(things, "shape"):
-            t = _unique(things, "shape")[int(rng.integers(len(_unique(things, "shape"))))]
-            return Sample(seed, kind, f"what color is the {t.shape} ?", t.colour, things, (t,))
-        if kind == "shape" and _unique(things, "colour"):
-            t = _unique(things, "colour")[int(rng.integers(len(_unique(things, "colour"))))]
+        if kind in ("color", "shape") and (named := _unique(things, "shape" if kind == "color" else "colour")):
+            t = named[int(rng.integers(len(named)))]
+            if kind == "color":
+                return Sample(seed, kind, f"what color is the {t.shape} ?", t.colour, things, (t,))
             return Sample(seed, kind, f"what shape is the {t.colour} object ?", t.shape, things, (t,))
         if kind == "count":
             return Sample(seed, kind, "how many shapes are there ?", COUNTS[len(things) - 1], things, things)

@@ -48,7 +48,7 @@ import torch
 from torch import nn
 
 from hivtp.demo import tiny_config, tiny_processor, tiny_tokenizer
-from hivtp.fidelity import accuracy, predict
+from hivtp.fidelity import accuracy, encode, predict
 from hivtp.generate import build_prompt
 from hivtp.loading import MODEL_CLASSES
 from hivtp.shapes import CELL, COLOURS, HELD_OUT_SEED, KINDS, SHAPES, SIDE, held_out, sample
@@ -214,14 +214,13 @@ def train(args: argparse.Namespace) -> None:
     while stage <= 2:
         steps = args.stage1_steps if stage == 1 else args.stage2_steps
         if stage == 1:
-            params, peak = list(tower.parameters()) + list(heads.parameters()), args.lr
+            params = list(tower.parameters()) + list(heads.parameters())
             tower.requires_grad_(True)
         else:
             tower.requires_grad_(False)
             token_heads = [heads.token_subject, heads.token_row, heads.token_col]
             params = [p for p in model.parameters() if p.requires_grad] + [p for h in token_heads for p in h.parameters()]
-            peak = args.lr
-        optimizer = torch.optim.AdamW(params, lr=peak, weight_decay=0.01)
+        optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
         if optim_state is not None:
             optimizer.load_state_dict(optim_state)
             optim_state = None
@@ -230,7 +229,7 @@ def train(args: argparse.Namespace) -> None:
         tick = time.time()
         while step < steps:
             for group in optimizer.param_groups:
-                group["lr"] = lr_at(step, steps, peak)
+                group["lr"] = lr_at(step, steps, args.lr)
             samples = [sample(seed) for seed in step_seeds(args, stage, step)]
             if stage == 1:
                 pixels = processor.image_processor([s.image() for s in samples], return_tensors="pt")["pixel_values"]
@@ -273,7 +272,8 @@ def train(args: argparse.Namespace) -> None:
             if stage == 2 and args.eval_every and step % args.eval_every == 0:
                 model.eval()
                 probe = held_out(100, offset=10**8)  # a held-out slice apart from the final evaluation's
-                log(f"probe {json.dumps({k: round(v, 3) for k, v in accuracy(probe, predict(model, processor, probe).answers).items()})}")
+                scores = accuracy(probe, predict(model, processor, encode(processor, probe)).answers)
+                log(f"probe {json.dumps({k: round(v, 3) for k, v in scores.items()})}")
                 model.train()
         stage, step = stage + 1, 0
         save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "commit": commit,
@@ -281,7 +281,7 @@ def train(args: argparse.Namespace) -> None:
 
     model.eval()
     samples = held_out(args.eval_questions)
-    scores = accuracy(samples, predict(model, processor, samples).answers)
+    scores = accuracy(samples, predict(model, processor, encode(processor, samples)).answers)
     log("held-out accuracy: " + " ".join(f"{k} {v:.1%}" for k, v in scores.items()))
     export(model, processor, args, scores, Path(args.out), commit)
     log(f"wrote {args.out}")

@@ -11,7 +11,7 @@ from helpers import cli_exit_code
 
 from hivtp import HIVTPConfig
 from hivtp.demo import SHIPPED, shipped_model
-from hivtp.fidelity import accuracy, predict
+from hivtp.fidelity import accuracy, encode, predict
 from hivtp.loading import load_llava
 from hivtp.runtime.hf import apply
 from hivtp.shapes import held_out
@@ -29,7 +29,7 @@ def shipped(request: pytest.FixtureRequest):
 def test_accuracy_is_at_least_the_model_cards_minus_3_points(shipped) -> None:
     directory, model, processor = shipped
     card = json.loads((directory / "training.json").read_text())["held_out_accuracy"]
-    predictions = predict(model, processor, QUESTIONS)
+    predictions = predict(model, processor, encode(processor, QUESTIONS))
     measured = accuracy(QUESTIONS, predictions.answers)
     assert measured["overall"] >= card["overall"] - 0.03, (measured, card)
     assert predictions.visual_tokens == (64 if model.config.model_type == "llava" else 136)  # NeXT: base + one real crop + 8 newlines
@@ -45,8 +45,9 @@ def test_weights_are_small_enough_to_ship(shipped) -> None:
 def test_a_budget_of_every_patch_is_the_full_model(shipped) -> None:
     _, model, processor = shipped
     samples = QUESTIONS[:40]
-    full = predict(model, processor, samples)
-    kept = predict(apply(model, HIVTPConfig(budget=64)), processor, samples)
+    batches = encode(processor, samples)
+    full = predict(model, processor, batches)
+    kept = predict(apply(model, HIVTPConfig(budget=64)), processor, batches)
     assert kept.answers == full.answers and kept.visual_tokens == full.visual_tokens
     assert kept.kept_patches == [set(range(64))] * len(samples) and full.kept_patches is None
 
