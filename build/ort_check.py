@@ -122,7 +122,7 @@ def compare(model: Any, processor: Any, onnx_path: str | Path, images: list[Imag
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hivtp.cli import OneLineParser
+    from hivtp.args import OneLineParser
     from hivtp.demo import sample_image_path
     from hivtp.loading import load_image, load_llava
 

@@ -21,11 +21,11 @@ import torch
 from PIL import Image
 from transformers import LlavaConfig, LlavaNextConfig
 
+from hivtp.commands.bench import PRESETS
 from hivtp.config import HIVTPConfig
 from hivtp.demo import NEXT_PINPOINTS, sample_image_path, tiny_config, tiny_processor, tiny_tokenizer
 from hivtp.loading import MODEL_CLASSES, check_device, load_image, load_llava
 
-PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")
 # budgets per image (per crop for NeXT); tiny has an 8x8 grid, so its budgets are scaled down
 PRESET_BUDGETS = {"tiny": (32, 16, 8), "llava-1.5-7b": (192, 128, 64), "llava-next-7b": (128, 64, 32)}
 MODEL_TYPE_BUDGETS = {"llava": (192, 128, 64), "llava_next": (128, 64, 32)}
@@ -121,55 +121,3 @@ def output_path(args: argparse.Namespace, stage: str, label: str, meta: dict[str
     device = "CPU" if meta["device"].startswith("CPU") else meta["device"]
     slug = "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{stage}-{label}-{device}-{meta['date_utc'][:10]}")
     return Path(args.out_dir) / f"{slug}.json"
-
-
-def run_bench(args: argparse.Namespace) -> None:
-    from hivtp.bench_e2e import run_e2e
-    from hivtp.bench_kernels import run_kernels
-
-    if args.backend == "torch" and not (args.model or args.random_init):
-        raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
-    if args.backend == "trtllm" and args.stage != "e2e":
-        raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
-    if args.backend == "trtllm" and not args.engine:
-        raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    (run_e2e if args.stage == "e2e" else run_kernels)(args)
-
-
-def comma_ints(text: str) -> tuple[int, ...]:
-    from hivtp.cli import positive_int
-
-    return tuple(positive_int(part) for part in text.split(","))
-
-
-def add_parser(commands: Any) -> None:
-    """Register `hivtp bench` on the CLI's subparsers (OneLineParser: bad flags -> one line, exit 2)."""
-    from hivtp.cli import add_config_arguments, positive_int
-
-    bench = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
-    bench.add_argument("--stage", choices=("e2e", "select", "score"), default="e2e")
-    source = bench.add_mutually_exclusive_group()
-    source.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
-    source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
-    bench.add_argument("--backend", choices=("torch", "trtllm"), default="torch")
-    bench.add_argument("--engine", help="TensorRT-LLM engine directory (--backend trtllm)")
-    bench.add_argument(
-        "--ops", choices=("auto", "reference", "triton"), default="auto",
-        help="torch backend's scoring/selection: auto = Triton kernels on CUDA, the torch reference elsewhere",
-    )
-    bench.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    bench.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float16 on CUDA, float32 on CPU")
-    bench.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
-    bench.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
-    bench.add_argument("--new-tokens", type=positive_int, default=16, help="fixed output length for e2e latency")
-    bench.add_argument("--warmup", type=int, default=2)
-    bench.add_argument("--repeats", type=positive_int, default=5)
-    bench.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    bench.add_argument("--image", help="image file (default: the bundled sample image)")
-    bench.add_argument("--prompt", default="describe the picture .")
-    bench.add_argument("--out-dir", default="results/bench", help="folder for the JSON and PNG")
-    add_config_arguments(bench)
-    bench.set_defaults(run=run_bench)
-

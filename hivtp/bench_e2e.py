@@ -53,7 +53,7 @@ def trtllm_plan(args: argparse.Namespace) -> tuple[Plan, str]:
 
 def torch_plan(args: argparse.Namespace, model: Any, processor: Any) -> Plan:
     """full (stock HF vision path: nothing scored or pruned), paper mode, then each budget."""
-    from hivtp.cli import config_from
+    from hivtp.args import config_from
     from hivtp.runtime.torch_backend import TorchBackend
 
     configs = configurations(default_budgets(args, model.config.model_type), config_from(args))

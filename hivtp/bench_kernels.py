@@ -79,7 +79,7 @@ def op_row(stage: str, impl: str, batch: int, stats: Stats, encoder: Stats, unit
 
 
 def run_kernels(args: argparse.Namespace) -> None:
-    from hivtp.cli import config_from
+    from hivtp.args import config_from
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)

@@ -282,32 +282,3 @@ def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
     write_json(out, {**meta, "model": directory.name, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
                      "seed": args.seed, "hivtp": base.to_dict(), "rows": rows, "per_image": per_image})
     print(f"wrote {out}")
-
-
-def run_fidelity(args: argparse.Namespace) -> None:
-    from hivtp.cli import config_from
-
-    base = config_from(args)
-    if args.images:
-        run_agreement(args, base)
-    else:
-        run_shapes(args, base)
-
-
-def add_parser(commands: Any) -> None:
-    """Register `hivtp fidelity` on the CLI's subparsers."""
-    from hivtp.bench import comma_ints
-    from hivtp.cli import add_config_arguments, positive_int
-
-    fid = commands.add_parser("fidelity", help="accuracy kept by HIVTP and baselines at equal token counts")
-    fid.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
-    fid.add_argument("--questions", type=positive_int, default=500, help="held-out shapes questions (shapes mode)")
-    fid.add_argument("--images", help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
-    fid.add_argument("--prompt", default="what is in the picture ?", help="the question asked about every image (--images)")
-    fid.add_argument("--budgets", type=comma_ints, help="tokens per image (per crop for NeXT); default: 32,16,8,4 for shapes")
-    fid.add_argument("--max-new-tokens", type=positive_int, default=16, help="answer length (--images)")
-    fid.add_argument("--seed", type=int, default=0, help="seed of the random-selection baseline")
-    fid.add_argument("--device", default="cpu")
-    fid.add_argument("--out", help="JSON path (default: results/fidelity/<name>-<date>.json; the PNG beside it)")
-    add_config_arguments(fid)
-    fid.set_defaults(run=run_fidelity)

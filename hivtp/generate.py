@@ -66,3 +66,10 @@ def answer(model: Any, processor: Any, image: Image.Image, prompt: str, config: 
         ttft_s=clock.first - ready,
         preprocess_s=ready - start,
     )
+
+
+def report(result: Answer, mode: str) -> None:
+    """What `hivtp generate` prints: the answer, the visual tokens kept, TTFT."""
+    print(f"answer: {result.text}")
+    print(f"visual tokens kept: {result.kept_tokens} / {result.full_tokens} ({mode} mode)")
+    print(f"TTFT: {result.ttft_s * 1e3:.1f} ms (preprocessing {result.preprocess_s * 1e3:.1f} ms, not included)")

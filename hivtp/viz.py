@@ -8,7 +8,6 @@ LLaVA-NeXT selects per crop; the figure shows the base crop (the whole image at 
 
 from __future__ import annotations
 
-import argparse
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,31 +87,3 @@ def render(model: Any, processor: Any, image: Image.Image, config: HIVTPConfig, 
         title += ", LLaVA-NeXT base crop"
     save_figure(out, figure(tokens, f"{title}, {config.mode} mode"))
     return tokens
-
-
-def run_viz(args: argparse.Namespace) -> None:
-    from hivtp.cli import config_from
-    from hivtp.demo import sample_image_path, shipped_model
-    from hivtp.loading import load_image, load_llava
-
-    config = config_from(args)
-    image_path = Path(args.image) if args.image else sample_image_path()
-    image = load_image(image_path)
-    out = Path(args.out or Path("results/viz") / f"{image_path.stem}-{config.mode}{config.budget or ''}.png")
-    model_dir = Path(args.model) if args.model else shipped_model("llava")
-    model, processor = load_llava(model_dir, device=args.device)
-    tokens = render(model, processor, image, config, out, model_dir.name)
-    print(f"kept {len(tokens.kept)} / {tokens.grid[0] * tokens.grid[1]} patches; wrote {out}")
-
-
-def add_parser(commands: Any) -> None:
-    """Register `hivtp viz` on the CLI's subparsers."""
-    from hivtp.cli import add_config_arguments
-
-    viz = commands.add_parser("viz", help="PNG of the importance map and the kept tokens by stage")
-    viz.add_argument("--image", help="image file (default: the bundled sample image)")
-    viz.add_argument("--model", help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory (default: the shipped tiny shapes model)")
-    viz.add_argument("--out", help="PNG path (default: results/viz/<image>-<mode>.png)")
-    viz.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    add_config_arguments(viz)
-    viz.set_defaults(run=run_viz)

@@ -7,7 +7,7 @@ Same as `hivtp build`:
 
 import sys
 
-from hivtp.build.pipeline import main
+from hivtp.commands.build import main
 
 if __name__ == "__main__":
     sys.exit(main())
