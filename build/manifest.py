@@ -105,7 +105,15 @@ def write_manifest(
     return path
 
 
+# manifest key -> what it must hold; anything else is not a manifest this hivtp wrote
+SCHEMA: dict[str, tuple[type, ...]] = {
+    "format": (int,), "hivtp_config": (dict,), "build": (dict,), "versions": (dict,), "files": (dict,),
+    "plugin_library": (dict, type(None)),
+}
+
+
 def read_manifest(directory: str | Path) -> dict[str, Any]:
+    """manifest.json of a build output, its schema checked (a partial or edited manifest: ValueError)."""
     path = Path(directory) / MANIFEST_NAME
     try:
         manifest = json.loads(path.read_text())
@@ -113,9 +121,32 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
         raise ValueError(f"{directory} holds no {MANIFEST_NAME}: not a hivtp build output") from None
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot parse {path}: {err}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror}") from None
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not a hivtp manifest of format {MANIFEST_FORMAT}")
+    for key, types in SCHEMA.items():
+        if not isinstance(manifest.get(key), types):
+            raise ValueError(f"{path} is damaged: {key!r} is missing or not a {' or '.join(t.__name__ for t in types)}")
+    if not all(isinstance(k, str) and isinstance(v, (str, type(None))) for k, v in manifest["versions"].items()):
+        raise ValueError(f"{path} is damaged: 'versions' must map package names to version strings")
+    if not all(isinstance(k, str) and isinstance(v, str) for k, v in manifest["files"].items()):
+        raise ValueError(f"{path} is damaged: 'files' must map relative paths to sha256 strings")
+    plugin = manifest["plugin_library"]
+    if plugin is not None and not all(isinstance(plugin.get(k), str) for k in ("name", "sha256")):
+        raise ValueError(f"{path} is damaged: 'plugin_library' needs a name and a sha256")
+    try:
+        HIVTPConfig.from_dict(manifest["hivtp_config"])
+    except ValueError as err:
+        raise ValueError(f"{path} is damaged: {err}") from None
     return manifest
+
+
+def foreign_entries(directory: Path) -> list[str]:
+    """Files under a build output that its manifest does not list (the user's own): --force keeps away."""
+    listed = set(read_manifest(directory)["files"]) | {MANIFEST_NAME}
+    found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir() or p.is_symlink())
+    return sorted(name for name in found if name not in listed)
 
 
 def check_manifest(

@@ -1,9 +1,9 @@
 """`hivtp build`: HF LLaVA / LLaVA-NeXT checkpoint -> vision ONNX -> TensorRT vision engine -> TensorRT-LLM
 decoder engine -> manifest.json, all in one output directory.
 
-Everything is written into a temporary directory next to OUT and renamed into place at the end, so a
-failed stage leaves a previous OUT as it was (there is a moment between the two renames of a --force
-replacement when OUT is absent: POSIX has no portable atomic directory swap).
+Everything is written into a scratch folder next to OUT and swapped into place at the end
+(hivtp.build.staging), so a failed or killed run leaves the previous OUT as it was. `--force` only
+ever replaces an earlier hivtp build (hivtp.outputs.check_build_output).
 
 OUT/
     vision/model.onnx (+ model.onnx.data)  pixel_values [B, 3, S, S] -> features, counts, indices
@@ -16,11 +16,6 @@ OUT/
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
-import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
@@ -28,7 +23,9 @@ from typing import Any, Callable
 from tqdm import tqdm
 
 from hivtp.build.manifest import package_versions, write_manifest
+from hivtp.build.staging import staging
 from hivtp.config import HIVTPConfig
+from hivtp.outputs import check_build_output
 
 SUPPORTED = {"tensorrt": ("TensorRT", "10.14"), "tensorrt_llm": ("TensorRT-LLM", "1.2.1")}
 SUPPORTED_TEXT = "TensorRT 10.14, TensorRT-LLM 1.2.1"
@@ -53,9 +50,11 @@ class BuildOptions:
 def max_visual_tokens(model_config: Any, kmax: int) -> int:
     """Most visual tokens one image yields after pruning: a decoder request's prompt-table rows.
 
-    LLaVA: Kmax. LLaVA-NeXT, for the worst pinpoint (rows x cols crops, an image of its exact aspect so
-    unpad removes nothing): base crop Kmax + Kmax per grid crop + one newline per grid row that keeps a
-    token (at most rows * h and at most the kept count). With nothing pruned this is HF's token count.
+    LLaVA: Kmax. LLaVA-NeXT, for the worst pinpoint (rows x cols crops): either an image of its exact
+    aspect (unpad removes nothing): base crop Kmax + Kmax per grid crop + one newline per grid row that
+    keeps a token (at most rows * h and at most the kept count), which is HF's count with nothing pruned;
+    or an image so thin that unpad leaves rows of width 0: base crop Kmax + a newline for each of the
+    rows * h rows.
     """
     if model_config.model_type != "llava_next":
         return kmax
@@ -64,7 +63,7 @@ def max_visual_tokens(model_config: Any, kmax: int) -> int:
     worst = 0
     for height, width in model_config.image_grid_pinpoints:
         rows, cols = height // side, width // side
-        worst = max(worst, kmax + rows * cols * kmax + min(rows * h, rows * cols * kmax))
+        worst = max(worst, kmax + rows * cols * kmax + min(rows * h, rows * cols * kmax), kmax + rows * h)
     return worst
 
 
@@ -107,44 +106,6 @@ def plugin_library(path: Path | None) -> Path:
     if not path.is_file():
         raise ValueError(f"plugin library not found: {path}")
     return path.resolve()
-
-
-def _check_output(options: BuildOptions) -> Path:
-    output, model_dir = options.output.resolve(), options.model_dir.resolve()
-    if output == model_dir or output in model_dir.parents:
-        raise ValueError(f"--output {options.output} would replace the checkpoint {options.model_dir}")
-    if output.exists() and not options.force:
-        raise ValueError(f"{options.output} exists: pass --force to replace it")
-    return output
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path)
-    else:
-        path.unlink()
-
-
-@contextmanager
-def staging(output: Path) -> Iterator[Path]:
-    """A scratch directory next to output; renamed onto output on success, deleted on any failure."""
-    output.parent.mkdir(parents=True, exist_ok=True)
-    work = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    work.chmod(0o777 & ~umask)  # mkdtemp makes it 0700; OUT should get the usual permissions
-    try:
-        yield work
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    if output.exists() or output.is_symlink():
-        old = output.with_name(f".{output.name}.old-{uuid.uuid4().hex[:8]}")
-        output.rename(old)
-        work.rename(output)
-        _remove(old)
-    else:
-        work.rename(output)
 
 
 def _builder(module: str, function: str) -> Callable[..., Any]:
@@ -205,7 +166,7 @@ def decoder_limits(options: BuildOptions, model_config: Any, kmax: int) -> dict[
 
 def build(options: BuildOptions) -> Path:
     """Run every stage into a scratch directory, then put it in place at options.output."""
-    output = _check_output(options)
+    output = check_build_output(options.output, options.model_dir, options.force)
     from hivtp.loading import checkpoint_type
 
     model_type = checkpoint_type(options.model_dir)
@@ -214,7 +175,7 @@ def build(options: BuildOptions) -> Path:
         options = replace(options, plugin_library=plugin_library(options.plugin_library))
     require_export_packages()
     stages = 2 if options.onnx_only else 4
-    with staging(output) as work, tqdm(total=stages, desc="hivtp build", unit="stage", disable=None) as bar:
+    with staging(output, options.force) as work, tqdm(total=stages, desc="hivtp build", unit="stage", disable=None) as bar:
         bar.set_postfix_str("ONNX")
         (work / "vision").mkdir()
         exported, model_config = _export_stage(options, work / "vision")

@@ -76,18 +76,37 @@ def path(text: str) -> Path:
     return Path(text)
 
 
+CONFIG_OPTIONS = {  # HIVTPConfig field -> its option; unset options keep HIVTPConfig's own defaults
+    "budget": "--budget", "score_layers": "--score-layers", "regions": "--regions",
+    "global_ratio": "--global-ratio", "window": "--window",
+}
+
+
 def add_config_arguments(parser: argparse.ArgumentParser) -> None:
-    """The HIVTPConfig fields every subcommand shares."""
+    """The HIVTPConfig fields every subcommand shares (defaults: HIVTPConfig's, written once in config.py)."""
+    d = HIVTPConfig()
     group = parser.add_argument_group("HIVTP selection")
-    group.add_argument("--budget", type=positive_int, help="exact visual tokens per image (per crop for NeXT); default: paper mode")
-    group.add_argument("--score-layers", type=int_tuple, default="6,7,8", help="0-based encoder layers that score tokens")
-    group.add_argument("--regions", type=int_tuple, default="2,2", help="region split rows,cols")
-    group.add_argument("--global-ratio", type=ratio, default=0.25, help="share of each region kept by the global stage (paper mode)")
-    group.add_argument("--window", type=positive_int, default=2, help="local-stage window side (paper mode)")
+    group.add_argument("--budget", type=positive_int, help="exact visual tokens per image (per crop for NeXT) (default: paper mode)")
+    group.add_argument("--score-layers", type=int_tuple,
+                       help=f"0-based encoder layers that score tokens (default: {','.join(map(str, d.score_layers))})")
+    group.add_argument("--regions", type=int_tuple, help=f"region split rows,cols (default: {d.regions[0]},{d.regions[1]})")
+    group.add_argument("--global-ratio", type=ratio,
+                       help=f"share of each region kept by the global stage, paper mode (default: {d.global_ratio})")
+    group.add_argument("--window", type=positive_int, help=f"local-stage window side, paper mode (default: {d.window})")
+
+
+def config_options_given(args: argparse.Namespace) -> list[str]:
+    """The HIVTP selection options the user passed."""
+    return [option for field, option in CONFIG_OPTIONS.items() if getattr(args, field, None) is not None]
 
 
 def config_from(args: argparse.Namespace) -> HIVTPConfig:
-    return HIVTPConfig(
-        score_layers=args.score_layers, regions=args.regions, global_ratio=args.global_ratio,
-        window=args.window, budget=args.budget,
-    )
+    """HIVTPConfig from the options given; the rest keep HIVTPConfig's defaults (ValueError if invalid)."""
+    return HIVTPConfig(**{field: getattr(args, field) for field in CONFIG_OPTIONS if getattr(args, field, None) is not None})
+
+
+def refuse_unused(args: argparse.Namespace, options: dict[str, str], reason: str) -> None:
+    """One line naming options that were given but would be ignored (dest -> option text)."""
+    given = [option for dest, option in options.items() if getattr(args, dest, None) not in (None, False)]
+    if given:
+        raise ValueError(f"{', '.join(given)} {'has' if len(given) == 1 else 'have'} no effect {reason}")

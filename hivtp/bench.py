@@ -24,7 +24,9 @@ from transformers import LlavaConfig, LlavaNextConfig
 from hivtp.commands.bench import PRESETS
 from hivtp.config import HIVTPConfig
 from hivtp.demo import NEXT_PINPOINTS, sample_image_path, tiny_config, tiny_processor, tiny_tokenizer
-from hivtp.loading import MODEL_CLASSES, check_device, load_image, load_llava
+from hivtp.loading import MODEL_CLASSES, check_device, checkpoint_config, load_image, load_llava
+from hivtp.outputs import fresh_name
+from hivtp.timing import available_memory_bytes
 
 # budgets per image (per crop for NeXT); tiny has an 8x8 grid, so its budgets are scaled down
 PRESET_BUDGETS = {"tiny": (32, 16, 8), "llava-1.5-7b": (192, 128, 64), "llava-next-7b": (128, 64, 32)}
@@ -44,6 +46,29 @@ def preset_config(name: str, vocab_size: int, image_token_id: int) -> Any:
     data["image_token_index"] = image_token_id
     data["text_config"] = {**data["text_config"], "pad_token_id": 0, "bos_token_id": 2, "eos_token_id": 3}
     return config_cls(**data)
+
+
+def source_config(args: argparse.Namespace) -> Any:
+    """The HF config of --model or --random-init, read without building any module."""
+    if args.model:
+        return checkpoint_config(args.model)
+    tokenizer = tiny_tokenizer()
+    return preset_config(args.random_init, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
+
+
+def check_sizes(hf_config: Any, config: HIVTPConfig, batches: tuple[int, ...], crops: int, device: torch.device,
+                dtype: torch.dtype) -> None:
+    """Refuse, before anything is built, what cannot run: score layers past the encoder, or a batch whose
+    vision tower alone needs more memory than the device has free (a lower bound: hidden states + pixels)."""
+    vision = hf_config.vision_config
+    config.check_encoder(vision.num_hidden_layers)
+    tokens = (vision.image_size // vision.patch_size) ** 2 + 1
+    per_image = ((vision.num_hidden_layers + 1) * tokens * vision.hidden_size + 3 * vision.image_size**2) * crops
+    need = max(batches) * per_image * torch.finfo(dtype).bits // 8
+    free = available_memory_bytes(device)
+    if need > free:
+        raise ValueError(f"--batch {max(batches)} needs at least {need / 2**30:,.1f} GiB for the vision tower alone; "
+                         f"{device} has {free / 2**30:,.1f} GiB free")
 
 
 def build_on(device: torch.device, dtype: torch.dtype, build: Callable[[], T]) -> T:
@@ -80,8 +105,8 @@ def resolve_device(text: str | None) -> torch.device:
     return check_device(text)
 
 
-def resolve_dtype(text: str, device: torch.device) -> torch.dtype:
-    if text == "auto":
+def resolve_dtype(text: str | None, device: torch.device) -> torch.dtype:
+    if text in (None, "auto"):
         return torch.float16 if device.type == "cuda" else torch.float32
     return DTYPES[text]
 
@@ -118,6 +143,7 @@ def bench_image(path: str | None, model: Any) -> Image.Image:
 
 
 def output_path(args: argparse.Namespace, stage: str, label: str, meta: dict[str, Any]) -> Path:
+    """A new JSON name in --out-dir (the PNG goes beside it): stage-model-device-<UTC time>.json."""
     device = "CPU" if meta["device"].startswith("CPU") else meta["device"]
-    slug = "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{stage}-{label}-{device}-{meta['date_utc'][:10]}")
-    return Path(args.out_dir) / f"{slug}.json"
+    slug = "".join(c if c.isalnum() or c in "-._" else "-" for c in f"{stage}-{label}-{device}")
+    return fresh_name(Path(args.out_dir), slug, ".json")

@@ -22,13 +22,23 @@ from typing import Any
 import torch
 from tqdm import tqdm
 
-from hivtp.bench import bench_image, configurations, default_budgets, load_model, output_path, resolve_device, resolve_dtype
+from hivtp.args import config_from
+from hivtp.bench import (bench_image, check_sizes, configurations, default_budgets, load_model, output_path, resolve_device,
+                         resolve_dtype, source_config)
+from hivtp.build.pipeline import max_crops
 from hivtp.config import HIVTPConfig
 from hivtp.runtime.backend import Backend, VisionResult
 from hivtp.runtime.hf import PruneOps, default_ops
 from hivtp.timing import measure, peak_memory_mib, reset_peak_memory, run_metadata, save_figure, write_json
 
 TTFT_TARGET = 1.05  # pruned TTFT <= 1.05 x (vision + LLM prefill alone)
+
+
+def check_new_tokens(hf_config: Any, new_tokens: int) -> None:
+    """--new-tokens beyond the LLM's context cannot run (the prompt and image need room too)."""
+    context = getattr(hf_config.text_config, "max_position_embeddings", None)
+    if context is not None and new_tokens >= context:
+        raise ValueError(f"--new-tokens {new_tokens} does not fit the model's context of {context} tokens")
 
 
 def dummy_vision(vision: VisionResult) -> VisionResult:
@@ -53,7 +63,6 @@ def trtllm_plan(args: argparse.Namespace) -> tuple[Plan, str]:
 
 def torch_plan(args: argparse.Namespace, model: Any, processor: Any) -> Plan:
     """full (stock HF vision path: nothing scored or pruned), paper mode, then each budget."""
-    from hivtp.args import config_from
     from hivtp.runtime.torch_backend import TorchBackend
 
     configs = configurations(default_budgets(args, model.config.model_type), config_from(args))
@@ -141,14 +150,15 @@ def plot(rows: list[dict[str, Any]], title: str) -> Any:
 
 
 def run_e2e(args: argparse.Namespace) -> None:
-    if args.budget is not None:
-        raise ValueError("the e2e stage compares several budgets: pass --budgets K1,K2,... instead of --budget")
     device = resolve_device(args.device)
     if args.backend == "trtllm":
         plan, label = trtllm_plan(args)
         model, dtype = None, "engine"
     else:
         dtype = resolve_dtype(args.dtype, device)
+        hf_config = source_config(args)
+        check_sizes(hf_config, config_from(args), args.batch or (1,), max_crops(hf_config), device, dtype)
+        check_new_tokens(hf_config, args.new_tokens)
         model, processor, label = load_model(args, device, dtype)
         plan = torch_plan(args, model, processor)
     image = bench_image(args.image, model)
@@ -160,7 +170,7 @@ def run_e2e(args: argparse.Namespace) -> None:
             rows.append({"config": name, "batch": batch, "hivtp": config.to_dict() if config else None,
                          **measure_config(make(), images, prompts, args, device)})
     weights = "random weights (timing only; outputs are meaningless)" if args.random_init else "checkpoint weights"
-    print(f"hivtp bench e2e: {label} ({weights}), backend {args.backend}, {meta['device']}, {dtype}, "
+    print(f"hivtp bench e2e: {label} ({weights}), backend {args.backend}, {meta['device']} ({args.threads} threads), {dtype}, "
           f"image {image.size[0]}x{image.size[1]}, {args.new_tokens} new tokens, {args.repeats} repeats")
     print(HEADER)
     for row in rows:

@@ -19,7 +19,8 @@ import torch
 from tqdm import tqdm
 from transformers import CLIPVisionModel
 
-from hivtp.bench import build_on, output_path, preset_config, resolve_device, resolve_dtype
+from hivtp.args import config_from
+from hivtp.bench import build_on, check_sizes, output_path, preset_config, resolve_device, resolve_dtype, source_config
 from hivtp.config import HIVTPConfig
 from hivtp.demo import tiny_tokenizer
 from hivtp.loading import load_llava
@@ -34,7 +35,7 @@ def vision_tower(args: argparse.Namespace, device: torch.device, dtype: torch.dt
     """The CLIP tower alone for --random-init (7B presets fit a CPU: the tower is 0.3B), else the checkpoint's."""
     if args.model:
         model, _ = load_llava(args.model, dtype=dtype, device=str(device))
-        return model.model.vision_tower, args.model.rstrip("/").split("/")[-1]
+        return model.model.vision_tower, args.model.name
     tokenizer = tiny_tokenizer()
     config = preset_config(args.random_init, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
     torch.manual_seed(0)
@@ -79,14 +80,13 @@ def op_row(stage: str, impl: str, batch: int, stats: Stats, encoder: Stats, unit
 
 
 def run_kernels(args: argparse.Namespace) -> None:
-    from hivtp.args import config_from
 
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     config = config_from(args)
+    check_sizes(source_config(args), config, args.batch or (1, 8, 32), 1, device, dtype)
     tower, label = vision_tower(args, device, dtype)
     vision_config = tower.config
-    config.check_encoder(vision_config.num_hidden_layers)
     timed: dict[str, Any] = dict(device=device, warmup=args.warmup, repeats=args.repeats)
     rows = []
     for batch in tqdm(args.batch or (1, 8, 32), desc=f"{args.stage} batches", unit="batch"):
@@ -105,7 +105,7 @@ def run_kernels(args: argparse.Namespace) -> None:
 def report(args: argparse.Namespace, rows: list[dict[str, Any]], label: str, meta: dict[str, Any],
            dtype: torch.dtype, config: HIVTPConfig, device: torch.device) -> None:
     weights = "random weights" if args.random_init else "checkpoint weights"
-    print(f"hivtp bench {args.stage}: {label} ({weights}), {meta['device']}, {dtype}, {config.mode} mode, {args.repeats} repeats")
+    print(f"hivtp bench {args.stage}: {label} ({weights}), {meta['device']} ({args.threads} threads), {dtype}, {config.mode} mode, {args.repeats} repeats")
     print(f"{'impl':<10} {'B':>3} {'op ms':>9} {'p90':>9} {'ms/img':>8} {'encoder ms':>11} {'share':>7} {'target':>18} {'ok':>4}")
     for r in rows:
         ok = "-" if r["meets_target"] is None else ("yes" if r["meets_target"] else "no")

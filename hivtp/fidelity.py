@@ -165,7 +165,7 @@ def print_shapes_table(rows: list[dict[str, Any]]) -> None:
     print(f"{'model':<18} {'method':<12} {'budget':>6} {'tokens':>7} {'subjects':>9} {'overall':>8} " + " ".join(f"{k:>8}" for k in KINDS))
     for r in rows:
         print(f"{r['model']:<18} {r['method']:<12} {r['budget'] or '-':>6} {r['tokens_kept']:>7.1f} {r['subjects_kept']:>9.1%} "
-              f"{r['accuracy']:>8.1%} " + " ".join(f"{r['per_kind'][k]:>8.1%}" for k in KINDS))
+              f"{r['accuracy']:>8.1%} " + " ".join(f"{r['per_kind'][k]:>8.1%}" if k in r["per_kind"] else f"{'-':>8}" for k in KINDS))
 
 
 def plot_shapes(rows: list[dict[str, Any]], title: str) -> Any:
@@ -200,14 +200,14 @@ def run_shapes(args: argparse.Namespace, base: HIVTPConfig) -> None:
     budgets = args.budgets or SHAPES_BUDGETS
     rows = []
     for directory in models:
-        model, processor = load_llava(directory, device=args.device)
+        model, processor = load_llava(directory, device=args.device, hivtp_config=base)
         rows += shapes_rows(model, processor, directory.name, samples, base, budgets, args.seed)
     print(f"hivtp fidelity: {len(samples)} held-out shapes questions, {len(samples) // len(KINDS)} per kind; "
           f"budgets are tokens per image (per crop for NeXT); tokens = mean visual tokens the LLM saw per image; "
           f"subjects = share of the things each question is about whose patch was kept (base image / crop)")
     print_shapes_table(rows)
     meta = run_metadata(model.device)
-    out = Path(args.out or Path("results/fidelity") / f"shapes-{meta['date_utc'][:10]}.json")
+    out = args.out
     write_json(out, {**meta, "task": "shapes", "questions": len(samples), "seed": args.seed, "hivtp": base.to_dict(), "rows": rows})
     save_figure(out.with_suffix(".png"), plot_shapes(rows, f"hivtp fidelity, shapes task, {len(samples)} held-out questions, commit {meta['commit']}"))
     print(f"wrote {out} and {out.with_suffix('.png')}")
@@ -266,7 +266,7 @@ def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
     paths = list_images(args.images)
     images = [load_image(p) for p in paths]
     directory = Path(args.model) if args.model else shipped_model("llava")
-    model, processor = load_llava(directory, device=args.device)
+    model, processor = load_llava(directory, device=args.device, hivtp_config=base)
     budgets = args.budgets or ((base.budget,) if base.budget else MODEL_TYPE_BUDGETS[model.config.model_type])
     configs = [replace(base, budget=k) for k in budgets]
     generator = torch.Generator().manual_seed(args.seed)
@@ -278,7 +278,7 @@ def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
     for row in rows:
         print(f"{row['budget']:>7} {row['method']:<8} {row['same_answer_rate']:>12.1%} {row['mean_first_token_kl']:>15.4f}")
     meta = run_metadata(model.device)
-    out = Path(args.out or Path("results/fidelity") / f"{directory.name}-{meta['date_utc'][:10]}.json")
+    out = args.out
     write_json(out, {**meta, "model": directory.name, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
                      "seed": args.seed, "hivtp": base.to_dict(), "rows": rows, "per_image": per_image})
     print(f"wrote {out}")

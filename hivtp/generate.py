@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import statistics
 import time
 from dataclasses import dataclass
 from typing import Any
@@ -11,6 +12,7 @@ from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
 from hivtp.config import HIVTPConfig
+from hivtp.runtime.backend import prepare_batch
 from hivtp.runtime.hf import apply
 
 
@@ -19,7 +21,7 @@ class Answer:
     text: str
     kept_tokens: int  # visual tokens the LLM saw (NeXT: newlines included)
     full_tokens: int  # visual tokens without pruning
-    ttft_s: float  # pixel_values ready -> first token's logits
+    ttft_s: float | None  # pixel_values ready -> first token's logits (median after a warm-up); None: not timed
     preprocess_s: float  # image processor + tokenizer, on the CPU
 
 
@@ -47,24 +49,47 @@ def build_prompt(processor: Any, prompt: str) -> str:
     return f"<image>\n{prompt}"
 
 
+def check_context(model: Any, input_ids: torch.Tensor, max_new_tokens: int) -> None:
+    """The unpruned prompt plus the new tokens must fit the LLM's context (pruning only shortens it)."""
+    context = getattr(model.config.text_config, "max_position_embeddings", None)
+    length = input_ids.shape[1]
+    if context is not None and length + max_new_tokens > context:
+        raise ValueError(f"the prompt ({length} tokens with the image) plus {max_new_tokens} new tokens exceeds "
+                         f"the model's context of {context} tokens")
+
+
+def first_token_time(model: Any, inputs: dict[str, torch.Tensor], repeats: int) -> float | None:
+    """Median seconds from pixel_values ready to the first token's logits, after one warm-up run."""
+    if repeats == 0:
+        return None
+    times = []
+    for i in range(repeats + 1):
+        clock = FirstTokenClock()
+        start = time.perf_counter()
+        model.generate(**inputs, max_new_tokens=1, do_sample=False, logits_processor=LogitsProcessorList([clock]))
+        if i:  # run 0 warms up (allocator, kernels, caches)
+            times.append(clock.first - start)
+    return statistics.median(times)
+
+
 @torch.inference_mode()
-def answer(model: Any, processor: Any, image: Image.Image, prompt: str, config: HIVTPConfig, max_new_tokens: int) -> Answer:
+def answer(model: Any, processor: Any, image: Image.Image, prompt: str, config: HIVTPConfig, max_new_tokens: int,
+           ttft_repeats: int = 3) -> Answer:
     start = time.perf_counter()
-    inputs = processor(images=[image], text=[build_prompt(processor, prompt)], return_tensors="pt").to(model.device)
-    ready = time.perf_counter()
-    clock = FirstTokenClock()
+    inputs = prepare_batch(processor, [image], [prompt], model.device).inputs
+    preprocess_s = time.perf_counter() - start
+    check_context(model, inputs["input_ids"], max_new_tokens)
     wrapped = apply(model, config)
-    output = wrapped.generate(
-        **inputs, max_new_tokens=max_new_tokens, do_sample=False, logits_processor=LogitsProcessorList([clock])
-    )
+    ttft_s = first_token_time(wrapped, inputs, ttft_repeats)
+    output = wrapped.generate(**inputs, max_new_tokens=max_new_tokens, do_sample=False)
     new_tokens = output[0, inputs["input_ids"].shape[1] :]
     pruned = wrapped.last_pruned
     return Answer(
         text=processor.decode(new_tokens, skip_special_tokens=True).strip(),
         kept_tokens=int(pruned.kept_tokens.sum()),
         full_tokens=int(pruned.full_tokens.sum()),
-        ttft_s=clock.first - ready,
-        preprocess_s=ready - start,
+        ttft_s=ttft_s,
+        preprocess_s=preprocess_s,
     )
 
 
@@ -72,4 +97,5 @@ def report(result: Answer, mode: str) -> None:
     """What `hivtp generate` prints: the answer, the visual tokens kept, TTFT."""
     print(f"answer: {result.text}")
     print(f"visual tokens kept: {result.kept_tokens} / {result.full_tokens} ({mode} mode)")
-    print(f"TTFT: {result.ttft_s * 1e3:.1f} ms (preprocessing {result.preprocess_s * 1e3:.1f} ms, not included)")
+    if result.ttft_s is not None:
+        print(f"TTFT: {result.ttft_s * 1e3:.1f} ms (median after a warm-up; preprocessing {result.preprocess_s * 1e3:.1f} ms, not included)")

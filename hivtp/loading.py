@@ -1,27 +1,94 @@
-"""Loading checkpoints and images with one clear error for each way they can be wrong."""
+"""Loading checkpoints, images and devices, with one clear error for each way they can be wrong.
+
+Images are loaded the way a user expects a viewer to show them: EXIF orientation applied, 16-bit
+and float pixels scaled from their real range (not clipped), transparency composited on white (as
+transformers' own `convert_rgb` does), and files that claim more than MAX_IMAGE_PIXELS refused
+before they are decoded.
+"""
 
 from __future__ import annotations
 
+import io
 import json
+import warnings
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
+import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
+from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
-from transformers import AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
+
+from hivtp.config import HIVTPConfig
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
+MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~ 9459 x 9459), refused instead of warned
+DEVICE_TYPES = ("cpu", "cuda", "mps")
+
+
+# ---- images ----------------------------------------------------------------------------------------
+
+
+def _scaled_to_8bit(image: Image.Image) -> Image.Image:
+    """Single-channel 16-bit / int32 / float pixels -> 'L', from the range their mode implies."""
+    values = np.asarray(image, dtype=np.float64)  # [H, W]
+    if image.mode == "F":
+        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0  # float images: [0, 1] by convention
+    elif image.mode.startswith("I;16"):
+        top = 65535.0
+    else:  # 'I' (int32): 16-bit data unless every value fits 8 bits
+        top = 255.0 if values.max(initial=0.0) <= 255 else 65535.0
+    scaled = np.clip(np.nan_to_num(values, nan=0.0) / top * 255.0, 0, 255).round().astype(np.uint8)
+    return Image.fromarray(scaled, mode="L")
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Any PIL mode -> RGB with the pixels' real meaning kept (see the module docstring)."""
+    if image.mode in ("I", "F") or image.mode.startswith("I;16"):
+        image = _scaled_to_8bit(image)
+    if image.mode in ("RGBA", "LA", "PA", "RGBa") or "transparency" in image.info:
+        rgba = image.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _decode(source: str | Path | IO[bytes], name: str) -> Image.Image:
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(source) as image:  # reads the header only
+                width, height = image.size
+                if width * height > MAX_IMAGE_PIXELS:
+                    raise Image.DecompressionBombError(f"{width} x {height}")
+                return to_rgb(ImageOps.exif_transpose(image))
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise ValueError(f"image {name} is too large: more than {MAX_IMAGE_PIXELS:,} pixels") from None
+    except FileNotFoundError:
+        raise ValueError(f"image not found: {name}") from None
+    except IsADirectoryError:
+        raise ValueError(f"image {name} is a folder, not an image file") from None
+    except UnidentifiedImageError:
+        raise ValueError(f"cannot read image {name}: not an image format Pillow can decode") from None
+    except (OSError, SyntaxError, ValueError, EOFError, TypeError) as err:
+        reason = str(err).splitlines()[0] if str(err) else type(err).__name__
+        raise ValueError(f"cannot read image {name}: {reason}") from None
 
 
 def load_image(path: str | Path) -> Image.Image:
-    try:
-        with Image.open(path) as image:
-            return image.convert("RGB")
-    except FileNotFoundError:
-        raise ValueError(f"image not found: {path}") from None
-    except (UnidentifiedImageError, OSError, SyntaxError) as err:
-        raise ValueError(f"cannot read image {path}: {err}") from None
+    """An image file -> RGB PIL image (orientation applied, real range kept); ValueError if unreadable."""
+    return _decode(path, str(path))
+
+
+def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
+    """Encoded image bytes (PNG, JPEG, ...) -> RGB PIL image, with load_image's rules."""
+    if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
+        raise ValueError(f"image {name}: expected non-empty encoded image bytes")
+    return _decode(io.BytesIO(bytes(data)), name)
+
+
+# ---- checkpoints -----------------------------------------------------------------------------------
 
 
 def checkpoint_type(directory: str | Path) -> str:
@@ -30,34 +97,93 @@ def checkpoint_type(directory: str | Path) -> str:
     if not Path(directory).is_dir():
         raise ValueError(f"model directory not found: {directory}")
     try:
-        model_type = json.loads(config_path.read_text()).get("model_type")
+        data = json.loads(config_path.read_text())
     except FileNotFoundError:
         raise ValueError(f"{directory} is not a HF checkpoint: no config.json") from None
-    except (json.JSONDecodeError, UnicodeDecodeError, AttributeError) as err:
+    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
         raise ValueError(f"cannot parse {config_path}: {err}") from None
+    model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type not in MODEL_CLASSES:
         raise ValueError(f"{directory} holds a {model_type!r} model; HIVTP supports {sorted(MODEL_CLASSES)}")
     return model_type
 
 
-def check_device(device: str) -> torch.device:
-    """A torch device that exists on this machine."""
+def check_vision_config(vision_config: Any, where: str = "the checkpoint") -> None:
+    """Impossible CLIP geometry (e.g. patch_size 0) -> one line, before any module is built."""
+    def positive(name: str) -> int:
+        value = getattr(vision_config, name, None)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise ValueError(f"{where}: vision_config.{name} must be a positive integer, got {value!r}")
+        return value
+
+    image_size, patch_size = positive("image_size"), positive("patch_size")
+    hidden, heads = positive("hidden_size"), positive("num_attention_heads")
+    positive("num_hidden_layers")
+    if patch_size > image_size:
+        raise ValueError(f"{where}: vision_config.patch_size {patch_size} is larger than image_size {image_size}")
+    if hidden % heads:
+        raise ValueError(f"{where}: vision_config.hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+
+
+def checkpoint_config(directory: str | Path) -> Any:
+    """The checkpoint's HF config, read and sanity-checked without loading any weight."""
+    checkpoint_type(directory)
+    try:
+        config = AutoConfig.from_pretrained(directory)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot read the config in {directory}: {str(err).splitlines()[0]}") from None
+    check_vision_config(config.vision_config, str(directory))
+    return config
+
+
+def check_device(device: str | torch.device) -> torch.device:
+    """A torch device that exists on this machine and can hold weights."""
     try:
         parsed = torch.device(device)
-    except RuntimeError:
-        raise ValueError(f"unknown device {device!r} (expected e.g. cpu, cuda, cuda:1)") from None
-    if parsed.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} asked for, but CUDA is not available on this machine")
+    except (RuntimeError, TypeError):
+        raise ValueError(f"unknown device {device!r} (expected cpu, cuda, cuda:N or mps)") from None
+    if parsed.type not in DEVICE_TYPES:
+        raise ValueError(f"device {str(device)!r} cannot run hivtp (expected cpu, cuda, cuda:N or mps)")
+    if parsed.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {str(device)!r} asked for, but CUDA is not available on this machine")
+        if parsed.index is not None and parsed.index >= torch.cuda.device_count():
+            raise ValueError(f"device {str(device)!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    if parsed.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {str(device)!r} asked for, but MPS is not available on this machine")
     return parsed
 
 
-def load_llava(directory: str | Path, dtype: Any = "auto", device: str = "cpu") -> tuple[Any, Any]:
-    """(model, processor) from a local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory."""
-    model_cls = MODEL_CLASSES[checkpoint_type(directory)]
-    check_device(device)
+def load_processor(directory: str | Path) -> Any:
+    """The checkpoint's processor with the slow image processor: same pixels, and no torchvision needed."""
     try:
-        model = model_cls.from_pretrained(directory, dtype=dtype)
-        processor = AutoProcessor.from_pretrained(directory)
-    except (OSError, ValueError, KeyError, SafetensorError) as err:
+        return AutoProcessor.from_pretrained(directory, use_fast=False)
+    except (OSError, ValueError, KeyError, TypeError) as err:
+        raise ValueError(f"cannot load the processor in {directory}: {str(err).splitlines()[0]}") from None
+
+
+def load_llava(
+    directory: str | Path, dtype: Any = "auto", device: str = "cpu", hivtp_config: HIVTPConfig | None = None
+) -> tuple[Any, Any]:
+    """(model, processor) from a local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory.
+
+    Everything that can be checked without weights is checked first (config, device, and
+    `hivtp_config` against the encoder). Weights that do not fit the config (missing, or of another
+    shape) are refused: transformers would otherwise initialise them at random and only log a warning.
+    """
+    config = checkpoint_config(directory)
+    check_device(device)
+    if hivtp_config is not None:
+        hivtp_config.check_encoder(config.vision_config.num_hidden_layers)
+    model_cls = MODEL_CLASSES[config.model_type]
+    try:
+        model, info = model_cls.from_pretrained(directory, dtype=dtype, output_loading_info=True)
+    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
         raise ValueError(f"cannot load the checkpoint in {directory}: {str(err).splitlines()[0]}") from None
-    return model.to(device).eval(), processor
+    missing = sorted(info.get("missing_keys") or [])
+    mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or [])
+    if missing or mismatched:
+        names = (missing + mismatched)[:3]
+        raise ValueError(f"the weights in {directory} do not fit its config: {len(missing)} missing, "
+                         f"{len(mismatched)} of another shape (e.g. {', '.join(names)})")
+    return model.to(device).eval(), load_processor(directory)

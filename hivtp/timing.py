@@ -84,6 +84,20 @@ def peak_memory_mib(device: torch.device) -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux reports KiB
 
 
+def available_memory_bytes(device: torch.device) -> int:
+    """Free memory of the device: CUDA's free bytes, else the host's MemAvailable (Linux) or free pages."""
+    if device.type == "cuda":
+        return torch.cuda.mem_get_info(device)[0]
+    try:
+        with open("/proc/meminfo") as meminfo:
+            for line in meminfo:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+
+
 def git_commit() -> str:
     """Short commit of the code that ran; $HIVTP_COMMIT where the tree has no .git (a copied checkout)."""
     if os.environ.get("HIVTP_COMMIT"):

@@ -37,7 +37,7 @@ def token_map(model: Any, processor: Any, image: Image.Image, config: HIVTPConfi
     """Score and select one image (NeXT: its base crop) exactly as pruning does."""
     check_model(model)
     image_processor = processor.image_processor
-    pixels = image_processor(images=[image], return_tensors="pt")["pixel_values"]
+    pixels = image_processor(images=[image], return_tensors="pt", input_data_format="channels_last")["pixel_values"]
     pixels = pixels[:, 0] if pixels.dim() == 5 else pixels  # NeXT [1, crops, 3, S, S] -> base crop [1, 3, S, S]
     vision_config = model.config.vision_config
     feature_layer = config.resolve_feature_layer(model.config.vision_feature_layer, vision_config.num_hidden_layers + 1)

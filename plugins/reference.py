@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import torch
 
+from hivtp.checks import REAL, check_config, check_grid, check_tensor
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.geometry import SelectionGeometry, selection_geometry
 
@@ -29,8 +30,17 @@ def importance_scores(attentions: torch.Tensor | list[torch.Tensor]) -> torch.Te
 
     attentions: [L, B, H, N, N] (or a list of L tensors [B, H, N, N]) -> scores [B, P] fp32.
     """
-    probs = torch.stack(list(attentions)) if isinstance(attentions, (list, tuple)) else attentions
-    L, B, H, N, _ = probs.shape
+    if isinstance(attentions, (list, tuple)):
+        if not attentions:
+            raise ValueError("attentions is empty: pass the score layers' probabilities [L, B, H, N, N]")
+        layers = [check_tensor(f"attentions[{i}]", a, 4, REAL) for i, a in enumerate(attentions)]
+        if len({a.shape for a in layers}) != 1:
+            raise ValueError(f"attentions' layers differ in shape: {sorted({tuple(a.shape) for a in layers})}")
+        attentions = torch.stack(layers)
+    probs = check_tensor("attentions", attentions, 5, REAL)
+    L, B, H, N, M = probs.shape
+    if N != M or N < 2:
+        raise ValueError(f"attentions must be square maps [L, B, H, N, N] over CLS + patches (N >= 2), got {tuple(probs.shape)}")
     received = probs.float().sum(dim=(0, 2, 3))  # [B, N]: sum over layers, heads, query rows
     return received[:, 1:] / (L * H * N)  # [B, P]
 
@@ -41,8 +51,10 @@ def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_s
     queries, keys: [L, B, H, N, d] -> scores [B, P] fp32. The scale d^-0.5 is applied here, once.
     Two passes per row block: row max / sum-exp over all column blocks, then normalised column sums.
     """
-    if queries.shape != keys.shape or queries.dim() != 5:
-        raise ValueError(f"queries and keys must both be [L, B, H, N, d], got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    check_tensor("queries", queries, 5, REAL)
+    check_tensor("keys", keys, 5, REAL)
+    if queries.shape != keys.shape or queries.shape[3] < 2:
+        raise ValueError(f"queries and keys must both be [L, B, H, N, d] with N >= 2, got {tuple(queries.shape)} and {tuple(keys.shape)}")
     L, B, H, N, d = queries.shape
     scale = d**-0.5
     q, k = queries.float(), keys.float()
@@ -123,7 +135,9 @@ def select_tokens(
     counts [B] int64, and with return_stages also stages [B, Kmax] (STAGE_GLOBAL / _LOCAL / _FILL, -1).
     Paper mode keeps a variable count per image (<= Kmax); budget mode exactly min(budget, P).
     """
-    if scores.dim() != 2 or scores.shape[1] != grid[0] * grid[1]:
+    check_tensor("scores", scores, 2, REAL)
+    grid, config = check_grid(grid), check_config(config)
+    if scores.shape[1] != grid[0] * grid[1]:
         raise ValueError(f"scores of shape {tuple(scores.shape)} do not match a {grid[0]}x{grid[1]} patch grid")
     geo = selection_geometry(tuple(grid), config, scores.device)
     B, P = scores.shape

@@ -18,6 +18,7 @@ from typing import Any
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+from hivtp.checks import INTEGER, REAL, check_config, check_tensor
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
 from hivtp.runtime.layout import (
@@ -161,6 +162,30 @@ def _next_features(
     return features, indices, counts, kept, full
 
 
+def check_inputs(
+    model: Any, input_ids: Any, attention_mask: Any, pixel_values: Any, image_sizes: Any
+) -> None:
+    """The processor's outputs, as prune_inputs needs them; anything else is one ValueError."""
+    check_tensor("input_ids", input_ids, 2, INTEGER)
+    if attention_mask is not None:
+        check_tensor("attention_mask", attention_mask, 2, INTEGER)
+        if attention_mask.shape != input_ids.shape:
+            raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape {tuple(input_ids.shape)}")
+    side = model.config.vision_config.image_size
+    if isinstance(model, LlavaNextForConditionalGeneration):
+        check_tensor("pixel_values", pixel_values, (4, 5), REAL)
+        check_tensor("image_sizes", image_sizes, 2, INTEGER)
+        images = pixel_values.shape[0] if pixel_values.dim() == 5 else None
+        if image_sizes.shape[1] != 2 or (images is not None and image_sizes.shape[0] != images):
+            raise ValueError(f"image_sizes must be [images, 2] (height, width), got {tuple(image_sizes.shape)}")
+        if bool((image_sizes <= 0).any()):
+            raise ValueError(f"image_sizes must be positive (height, width), got {image_sizes.tolist()}")
+    else:
+        check_tensor("pixel_values", pixel_values, 4, REAL)
+    if tuple(pixel_values.shape[-3:]) != (3, side, side):
+        raise ValueError(f"pixel_values must end in (3, {side}, {side}) for this model, got {tuple(pixel_values.shape)}")
+
+
 def prune_inputs(
     model: Any,
     input_ids: torch.Tensor,
@@ -175,10 +200,10 @@ def prune_inputs(
     ops: scoring / selection to use (default: `default_ops(pixel_values.device)`).
     """
     check_model(model)
+    check_inputs(model, input_ids, attention_mask, pixel_values, image_sizes)
+    config = check_config(config)
     ops = ops or default_ops(pixel_values.device)
     if isinstance(model, LlavaNextForConditionalGeneration):
-        if image_sizes is None:
-            raise ValueError("LLaVA-NeXT needs image_sizes")
         features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config, ops)
     else:
         features, indices, counts, kept, full = _llava_features(model, pixel_values, config, ops)
@@ -206,7 +231,7 @@ class HIVTPModel:
     def __init__(self, model: Any, config: HIVTPConfig, ops: PruneOps | None = None) -> None:
         check_model(model)
         self.model = model
-        self.hivtp_config = config
+        self.hivtp_config = check_config(config)
         self.ops = ops  # None: the Triton kernels on CUDA, the reference elsewhere
         self.last_pruned: PrunedInputs | None = None
 
@@ -253,4 +278,4 @@ class HIVTPModel:
 
 def apply(model: Any, config: HIVTPConfig | None = None, ops: PruneOps | None = None) -> HIVTPModel:
     """Wrap a HF LLaVA-1.5 / LLaVA-NeXT model with HIVTP pruning (paper defaults when config is None)."""
-    return HIVTPModel(model, config or HIVTPConfig(), ops)
+    return HIVTPModel(model, HIVTPConfig() if config is None else config, ops)

@@ -107,7 +107,7 @@ def next_image_layout(
     kept: [n, P] bool per crop (crop 0 = the base image). The base image's kept tokens come first,
     in raster order. The other crops are arranged into one big grid exactly as HF's
     `pack_image_features` does (crop_grid = (rows, cols) of crops), HF's `unpad_image` removes the
-    padding, and each unpadded row that keeps at least one token ends with one newline. With every
+    padding, and each unpadded row that keeps at least one token (or has none to keep) ends with one newline. With every
     token kept this is HF's layout, token for token. Returns [k] int64 ids in [0, n * P) or -1.
     """
     n, P = kept.shape
@@ -122,7 +122,9 @@ def next_image_layout(
     ids = unpad_image(ids[None], image_size)[0]  # [H', W']
     keep = kept.flatten()[ids]  # [H', W']
     ids = torch.cat([ids, newline.expand(ids.shape[0], 1)], dim=1)  # [H', W' + 1]
-    keep = torch.cat([keep, keep.any(dim=1, keepdim=True)], dim=1)  # [H', W' + 1]
+    # a row's newline stays if the row keeps a token; HF gives every row one, so with nothing pruned the
+    # layout is HF's, zero-width rows included (extreme aspect ratios unpad a whole grid to width 0)
+    keep = torch.cat([keep, keep.any(dim=1, keepdim=True) | (keep.shape[1] == 0)], dim=1)  # [H', W' + 1]
     return torch.cat([base, ids[keep]])
 
 

@@ -21,6 +21,12 @@ from hivtp.demo import build_tiny_llava, sample_image_path
 from hivtp.loading import load_llava
 
 
+@pytest.fixture(autouse=True)
+def results_in_tmp(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Default outputs go to a temporary per-user results folder, never the developer's own."""
+    monkeypatch.setenv("HIVTP_RESULTS", str(tmp_path_factory.getbasetemp() / "results"))
+
+
 @pytest.fixture(scope="session")
 def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("tiny")

@@ -90,7 +90,7 @@ def test_timing_stats_and_atomic_write(tmp_path) -> None:
         (["--random-init", "llava-1.5-7b", "--device", "cpu"], "needs a GPU"),
         (["--backend", "trtllm", "--engine", "/nonexistent"], "needs tensorrt_llm 1.2.1"),
         (["--backend", "trtllm"], "needs --engine DIR"),
-        (["--random-init", "tiny", "--budget", "8"], "pass --budgets"),
+        (["--random-init", "tiny", "--budget", "8", "--budgets", "4"], "not both"),
         (["--random-init", "tiny", "--batch", "0"], "expected a positive integer, got 0"),
         (["--random-init", "tiny", "--model", "x"], "not allowed with argument"),
         (["--stage", "e2e"], "pass --model DIR (a checkpoint) or --random-init"),

@@ -37,7 +37,7 @@ def one_error_line(stderr: str) -> str:
 
 
 def leftovers(parent: Path) -> list[str]:
-    return [p.name for p in parent.iterdir() if ".building-" in p.name or ".old-" in p.name]
+    return [p.name for p in parent.iterdir() if ".building-" in p.name or ".old-" in p.name or p.name.endswith(".lock")]
 
 
 @needs_export
@@ -67,45 +67,60 @@ def test_onnx_only_end_to_end(capsys, tiny_dirs, tmp_path, kind, extra) -> None:
     assert not leftovers(tmp_path)
 
 
-@pytest.fixture()
-def old_output(tmp_path: Path) -> Path:
-    out = tmp_path / "out"
-    out.mkdir()
-    (out / "marker").write_text("previous build")
+@pytest.fixture(scope="module")
+def earlier_build(tiny_dirs, tmp_path_factory) -> Path:
+    """An --onnx-only build of the tiny LLaVA: what --force may replace."""
+    out = tmp_path_factory.mktemp("earlier") / "build"
+    pipeline.build(pipeline.BuildOptions(model_dir=tiny_dirs["llava"], output=out, config=HIVTPConfig(budget=5), onnx_only=True))
     return out
+
+
+@pytest.fixture()
+def old_output(earlier_build, tmp_path: Path) -> Path:
+    """A fresh copy of the earlier build; its manifest tells it apart from a new one."""
+    out = tmp_path / "out"
+    shutil.copytree(earlier_build, out)
+    return out
+
+
+def manifest_bytes(out: Path) -> bytes:
+    return (out / MANIFEST_NAME).read_bytes()
 
 
 @needs_export
 def test_existing_output_needs_force(capsys, tiny_dirs, old_output) -> None:
+    before = manifest_bytes(old_output)
     code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only")
     assert code == 2 and "pass --force" in one_error_line(err)
-    assert (old_output / "marker").read_text() == "previous build"
+    assert manifest_bytes(old_output) == before
     code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only", "--force")
     assert code == 0, err
-    assert not (old_output / "marker").exists() and (old_output / MANIFEST_NAME).is_file()
+    assert manifest_bytes(old_output) != before and check_manifest(old_output)["hivtp_config"]["budget"] is None
     assert not leftovers(old_output.parent)
 
 
 @needs_export
 def test_failing_stage_leaves_the_old_output(capsys, tiny_dirs, old_output) -> None:
-    """The export stage refuses score layers the tower lacks: exit 2, one line, previous OUT untouched."""
+    """A stage that refuses (score layers the tower lacks): exit 2, one line, previous OUT untouched."""
+    before = sorted(p.relative_to(old_output) for p in old_output.rglob("*")), manifest_bytes(old_output)
     argv = ["--model", tiny_dirs["llava"], "--output", old_output, "--onnx-only", "--force", "--score-layers", "1,40"]
     code, err = run(capsys, *argv)
     assert code == 2 and "score_layers" in one_error_line(err)
-    assert sorted(p.name for p in old_output.iterdir()) == ["marker"]
+    assert (sorted(p.relative_to(old_output) for p in old_output.rglob("*")), manifest_bytes(old_output)) == before
     assert not leftovers(old_output.parent)
 
 
 @needs_export
 def test_crash_in_a_stage_leaves_the_old_output(tiny_dirs, old_output, tmp_path) -> None:
     """Any exception (here: truncated weights) removes the scratch directory and keeps OUT."""
+    before = manifest_bytes(old_output)
     broken = tmp_path / "broken"
     shutil.copytree(tiny_dirs["llava"], broken)
     (broken / "model.safetensors").write_bytes((tiny_dirs["llava"] / "model.safetensors").read_bytes()[:1000])
     options = pipeline.BuildOptions(model_dir=broken, output=old_output, config=HIVTPConfig(), onnx_only=True, force=True)
     with pytest.raises(Exception):
         pipeline.build(options)
-    assert sorted(p.name for p in old_output.iterdir()) == ["marker"]
+    assert manifest_bytes(old_output) == before
     assert not leftovers(tmp_path)
 
 

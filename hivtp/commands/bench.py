@@ -5,10 +5,16 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, comma_ints, path, positive_int, non_negative_int
+import os
+
+from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, non_negative_int, path, positive_int, refuse_unused
+from hivtp.outputs import check_output_folder, results_dir
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")  # hivtp/data/configs (tiny = the demo's config)
 DTYPES = ("float16", "bfloat16", "float32")
+MAX_REPEATS = 1000  # per row; more is a typo, not a plan
+DEFAULT_NEW_TOKENS = 16
+DEFAULT_PROMPT = "describe the picture ."
 
 
 def add_parser(commands: Any) -> None:
@@ -24,32 +30,62 @@ def add_parser(commands: Any) -> None:
         help="torch backend's scoring/selection: auto = Triton kernels on CUDA, the torch reference elsewhere",
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
-    parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float16 on CUDA, float32 on CPU")
+    parser.add_argument("--dtype", choices=("auto", *DTYPES), help="weights dtype (default auto: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
-    parser.add_argument("--new-tokens", type=positive_int, default=16, help="fixed output length for e2e latency")
-    parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before the timed ones")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per row")
-    parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
-    parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
-    parser.add_argument("--prompt", default="describe the picture .", help="prompt of every request")
-    parser.add_argument("--out-dir", type=path, default="results/bench", help="folder for the JSON and PNG")
+    parser.add_argument("--new-tokens", type=positive_int, help=f"fixed output length, e2e (default: {DEFAULT_NEW_TOKENS})")
+    parser.add_argument("--warmup", type=non_negative_int, default=2, help=f"untimed runs before the timed ones (at most {MAX_REPEATS})")
+    parser.add_argument("--repeats", type=positive_int, default=5, help=f"timed runs per row, medians reported (at most {MAX_REPEATS})")
+    parser.add_argument("--threads", type=positive_int,
+                        help="CPU threads for torch (default: the CPUs this process may use; printed with the results)")
+    parser.add_argument("--image", type=path, help="image file, e2e (default: the bundled sample image)")
+    parser.add_argument("--prompt", help=f"prompt of every request, e2e (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--out-dir", type=path, help="folder for the JSON and PNG (default: the per-user results folder, see README)")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 
 
+def check_arguments(args: argparse.Namespace) -> None:
+    """Every option is used by the run it is given to, and every size is sane, before a model is built."""
+    if args.backend == "trtllm":
+        if args.stage != "e2e":
+            raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
+        if not args.engine:
+            raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
+        refuse_unused(args, {"model": "--model", "random_init": "--random-init", "budgets": "--budgets", "dtype": "--dtype",
+                             **CONFIG_OPTIONS}, "with --backend trtllm: the engine fixes the model, precision and pruning")
+        if args.ops != "auto":
+            raise ValueError("--ops has no effect with --backend trtllm: the engine runs the hivtp plugins")
+    else:
+        if not (args.model or args.random_init):
+            raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
+        refuse_unused(args, {"engine": "--engine"}, "with --backend torch (pass --backend trtllm)")
+    if args.stage != "e2e":
+        refuse_unused(args, {"new_tokens": "--new-tokens", "budgets": "--budgets", "image": "--image", "prompt": "--prompt"},
+                      f"in the {args.stage} stage: it times the op alone on random inputs (use --budget for select)")
+        if args.ops != "auto":
+            raise ValueError(f"--ops has no effect in the {args.stage} stage: it times the reference and, on CUDA, the kernel")
+    if args.stage == "e2e" and args.budget is not None:
+        if args.budgets is not None:
+            raise ValueError("pass --budgets K1,K2,... or --budget K, not both")
+        args.budgets, args.budget = (args.budget,), None  # one budget row beside full and paper
+    if max(args.warmup, args.repeats) > MAX_REPEATS:
+        raise ValueError(f"--warmup / --repeats: at most {MAX_REPEATS} runs per row")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if args.threads and args.threads > cpus:
+        raise ValueError(f"--threads {args.threads}: this process may use {cpus} CPUs; more threads only add noise")
+    args.threads = args.threads or cpus
+    args.new_tokens = args.new_tokens or DEFAULT_NEW_TOKENS
+    args.prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+    args.out_dir = check_output_folder(args.out_dir or results_dir("bench"), "--out-dir")
+
+
 def run(args: argparse.Namespace) -> None:
-    if args.backend == "torch" and not (args.model or args.random_init):
-        raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
-    if args.backend == "trtllm" and args.stage != "e2e":
-        raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
-    if args.backend == "trtllm" and not args.engine:
-        raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
+    check_arguments(args)
     import torch
 
     from hivtp.bench_e2e import run_e2e
     from hivtp.bench_kernels import run_kernels
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    torch.set_num_threads(args.threads)
     (run_e2e if args.stage == "e2e" else run_kernels)(args)

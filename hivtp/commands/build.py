@@ -7,8 +7,10 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from hivtp.args import add_config_arguments, config_from, path, positive_int
+from hivtp.args import add_config_arguments, config_from, path, positive_int, refuse_unused
 from hivtp.build.pipeline import DTYPES, PLUGIN_ENV  # light: the pipeline imports its stages lazily
+
+MAX_BATCH = 1024  # prompts per engine batch; TensorRT-LLM sizes its buffers by it
 
 
 def add_parser(commands: Any) -> None:
@@ -17,7 +19,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--output", required=True, type=path, help="output directory (ONNX, engines, manifest.json)")
     parser.add_argument(
         "--max-batch", type=positive_int, default=4,
-        help="prompts per batch; the vision engine takes that many images (NeXT: times its most crops)",
+        help=f"prompts per batch, at most {MAX_BATCH}; the vision engine takes that many images (NeXT: times its most crops)",
     )
     parser.add_argument("--max-text-len", type=positive_int, default=512, help="prompt tokens besides the visual ones")
     parser.add_argument("--max-new-tokens", type=positive_int, default=512, help="generated tokens per prompt")
@@ -30,6 +32,10 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.onnx_only:
+        refuse_unused(args, {"plugin_lib": "--plugin-lib"}, "with --onnx-only: no engine is built")
+    if args.max_batch > MAX_BATCH:
+        raise ValueError(f"--max-batch {args.max_batch}: at most {MAX_BATCH}")
     from hivtp.build.pipeline import BuildOptions, build
 
     options = BuildOptions(

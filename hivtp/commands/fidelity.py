@@ -5,29 +5,53 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int
+from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, refuse_unused
+from hivtp.outputs import output_file
+
+MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
+DEFAULT_PROMPT = "what is in the picture ?"
+DEFAULT_MAX_NEW_TOKENS = 16
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("fidelity", help="accuracy kept by HIVTP and baselines at equal token counts")
     parser.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
-    parser.add_argument("--questions", type=positive_int, default=500, help="held-out shapes questions (shapes mode)")
+    parser.add_argument("--questions", type=positive_int, help=f"held-out shapes questions, shapes mode (default: 500, at most {MAX_QUESTIONS})")
     parser.add_argument("--images", type=path, help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
-    parser.add_argument("--prompt", default="what is in the picture ?", help="the question asked about every image (--images)")
-    parser.add_argument("--budgets", type=comma_ints, help="tokens per image (per crop for NeXT); default: 32,16,8,4 for shapes")
-    parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="answer length (--images)")
+    parser.add_argument("--prompt", help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--budgets", type=comma_ints,
+                        help="tokens per image (per crop for NeXT) (default: 32,16,8,4 for shapes; per model type for --images)")
+    parser.add_argument("--max-new-tokens", type=positive_int, help=f"answer length, with --images (default: {DEFAULT_MAX_NEW_TOKENS})")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random-selection baseline")
-    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--out", type=path, help="JSON path (default: results/fidelity/<name>-<date>.json; the PNG beside it)")
+    parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
+    parser.add_argument("--out", type=path, help="JSON path, the PNG beside it (default: a new file in the per-user results folder)")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.budget is not None and args.budgets is not None:
+        raise ValueError("pass --budgets K1,K2,... or --budget K, not both")
+    if args.budget is not None:
+        args.budgets = (args.budget,)  # one budget: the same table, one column of methods
+    if args.images:
+        refuse_unused(args, {"questions": "--questions"}, "with --images: agreement mode asks --prompt about every image")
+    else:
+        refuse_unused(args, {"prompt": "--prompt", "max_new_tokens": "--max-new-tokens"},
+                      "in shapes mode: --prompt and --max-new-tokens are for --images")
+    if (args.questions or 0) > MAX_QUESTIONS:
+        raise ValueError(f"--questions {args.questions}: at most {MAX_QUESTIONS}")
+    base = config_from(args)
+    stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
+    args.out = output_file(args.out, "--out", ".json", "fidelity", stem)
+    from hivtp.loading import check_device
     from hivtp.fidelity import run_agreement, run_shapes
 
-    base = config_from(args)
+    check_device(args.device)
     if args.images:
+        args.prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+        args.max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         run_agreement(args, base)
     else:
+        args.questions = args.questions or 500
         run_shapes(args, base)

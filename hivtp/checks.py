@@ -1,0 +1,48 @@
+"""Argument checks shared by the public API: a wrong type, rank or dtype is one `ValueError` that names
+the argument, what was expected and what was given, never a torch error from deep inside.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from hivtp.config import HIVTPConfig
+
+REAL = "real floating-point"
+INTEGER = "integer"
+
+
+def describe(value: Any) -> str:
+    if isinstance(value, torch.Tensor):
+        return f"a {value.dtype} tensor of shape {tuple(value.shape)}"
+    return f"{type(value).__name__} {value!r}"[:120]
+
+
+def check_tensor(name: str, value: Any, dims: int | tuple[int, ...], kind: str) -> torch.Tensor:
+    """value is a tensor of rank `dims` (or one of them) whose dtype is `kind` (REAL or INTEGER)."""
+    ranks = (dims,) if isinstance(dims, int) else dims
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name} must be a torch.Tensor, got {describe(value)}")
+    if value.dim() not in ranks:
+        raise ValueError(f"{name} must have {' or '.join(map(str, ranks))} dimensions, got {describe(value)}")
+    ok = value.is_floating_point() if kind == REAL else (not value.is_floating_point() and not value.is_complex()
+                                                         and value.dtype != torch.bool)
+    if not ok:
+        raise ValueError(f"{name} must be a {kind} tensor, got {describe(value)}")
+    return value
+
+
+def check_grid(grid: Any) -> tuple[int, int]:
+    if (not isinstance(grid, (tuple, list)) or len(grid) != 2
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in grid)):
+        raise ValueError(f"grid must be two positive ints (rows, cols), got {describe(grid)}")
+    return int(grid[0]), int(grid[1])
+
+
+def check_config(config: Any) -> HIVTPConfig:
+    if not isinstance(config, HIVTPConfig):
+        hint = " (HIVTPConfig.from_dict(d) builds one from a dict)" if isinstance(config, dict) else ""
+        raise ValueError(f"config must be a HIVTPConfig, got {type(config).__name__}{hint}")
+    return config

@@ -1,0 +1,128 @@
+"""Where hivtp writes: one rule for every output path, checked before any model is loaded.
+
+- Files (`bench`, `viz`, `fidelity`): the path the user names, or a fresh name under a per-user
+  results folder; never a directory, a device or a folder we cannot write, never a silent
+  overwrite of a name the user did not give.
+- Build folders (`build --output`): a new folder, or with `--force` an earlier hivtp build that holds
+  nothing hivtp did not write. Never the working directory or one of its parents, the home directory,
+  the filesystem root, the checkpoint or a folder that holds it.
+Light on purpose (no torch): commands call it before they import anything heavy.
+"""
+
+from __future__ import annotations
+
+import datetime
+import os
+from pathlib import Path
+
+RESULTS_ENV = "HIVTP_RESULTS"
+
+
+def results_dir(command: str) -> Path:
+    """Per-user default folder of a command's results: $HIVTP_RESULTS/<command>, else the XDG data home's."""
+    root = os.environ.get(RESULTS_ENV) or os.path.join(
+        os.environ.get("XDG_DATA_HOME") or os.path.join(Path.home(), ".local", "share"), "hivtp", "results"
+    )
+    return Path(root) / command
+
+
+def fresh_name(folder: Path, stem: str, suffix: str) -> Path:
+    """folder/stem-<UTC time>suffix, with -2, -3, ... if that exists: defaults never replace a file."""
+    stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H%M%SZ")
+    path = folder / f"{stem}-{stamp}{suffix}"
+    n = 2
+    while path.exists() or path.with_suffix(".png").exists():
+        path, n = folder / f"{stem}-{stamp}-{n}{suffix}", n + 1
+    return path
+
+
+def _nearest_existing(path: Path) -> Path:
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
+
+
+def check_writable_folder(folder: Path, option: str) -> None:
+    """folder exists and we may create files in it, or it can be created under a folder we may write."""
+    existing = _nearest_existing(folder)
+    if not existing.is_dir():
+        raise ValueError(f"{option}: cannot create {folder}: {existing} is a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{option}: cannot write in {existing}: permission denied")
+
+
+def _check_name_lengths(path: Path, option: str) -> None:
+    limit = 255  # NAME_MAX of every common Linux / macOS file system
+    too_long = [part for part in path.parts if len(os.fsencode(part)) > limit]
+    if too_long:
+        raise ValueError(f"{option}: a path component is longer than {limit} bytes: {too_long[0][:40]}...")
+
+
+def check_output_file(path: Path, option: str, suffix: str) -> Path:
+    """The absolute path to write a `suffix` file to (the user named it: replacing it is what they asked)."""
+    path = Path(os.path.abspath(path))
+    _check_name_lengths(path, option)
+    if path.is_dir():
+        raise ValueError(f"{option} {path} is a folder; pass a file path such as {path / ('result' + suffix)}")
+    if path.suffix.lower() != suffix:
+        raise ValueError(f"{option} {path}: expected a {suffix} file name")
+    if path.exists() and not path.is_file():
+        raise ValueError(f"{option} {path} exists and is not a regular file")
+    check_writable_folder(path.parent, option)
+    return path
+
+
+def check_output_folder(path: Path, option: str) -> Path:
+    """A folder that files will be created in (it may exist already)."""
+    path = Path(os.path.abspath(path))
+    _check_name_lengths(path, option)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{option} {path} is a file, not a folder")
+    check_writable_folder(path, option)
+    return path
+
+
+def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str) -> Path:
+    """The checked path the user gave, else a fresh name under the per-user results folder."""
+    if given is not None:
+        return check_output_file(given, option, suffix)
+    folder = check_output_folder(results_dir(command), f"the results folder (${RESULTS_ENV})")
+    return fresh_name(folder, stem, suffix)
+
+
+def protected_folders() -> dict[Path, str]:
+    """Folders no hivtp output may be or replace."""
+    cwd = Path.cwd().resolve()
+    protected = {cwd: "the current directory", Path(cwd.anchor): "the filesystem root"}
+    protected.update({parent: "a parent of the current directory" for parent in cwd.parents})
+    protected[Path.home().resolve()] = "the home directory"
+    return protected
+
+
+def check_build_output(output: Path, model_dir: Path, force: bool) -> Path:
+    """The resolved build folder; refused if it is protected, holds the checkpoint, or is not ours to replace."""
+    from hivtp.build.manifest import foreign_entries, read_manifest
+
+    resolved, checkpoint = output.resolve(), model_dir.resolve()
+    _check_name_lengths(resolved, "--output")
+    what = protected_folders().get(resolved)
+    if what:
+        raise ValueError(f"--output {output} is {what}: hivtp writes a build into a folder of its own")
+    if resolved == checkpoint or resolved in checkpoint.parents:
+        raise ValueError(f"--output {output} would replace the checkpoint {model_dir}")
+    if output.is_symlink():
+        raise ValueError(f"--output {output} is a symbolic link; pass the folder it points to")
+    if output.exists():
+        if not force:
+            raise ValueError(f"{output} exists: pass --force to replace an earlier hivtp build")
+        if not output.is_dir():
+            raise ValueError(f"--force only replaces an earlier hivtp build, and {output} is a file")
+        try:
+            read_manifest(output)
+        except ValueError as err:
+            raise ValueError(f"--force only replaces an earlier hivtp build: {err}") from None
+        foreign = foreign_entries(output)
+        if foreign:
+            raise ValueError(f"{output} holds files hivtp did not write ({', '.join(foreign[:3])}): --force refuses to delete them")
+    check_writable_folder(resolved.parent, "--output")
+    return resolved
