@@ -167,9 +167,11 @@ def decoder_limits(options: BuildOptions, model_config: Any, kmax: int) -> dict[
 def build(options: BuildOptions) -> Path:
     """Run every stage into a scratch directory, then put it in place at options.output."""
     output = check_build_output(options.output, options.model_dir, options.force)
-    from hivtp.loading import checkpoint_type
+    from hivtp.loading import checkpoint_config
 
-    model_type = checkpoint_type(options.model_dir)
+    model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
+    options.config.check_encoder(model_config.vision_config.num_hidden_layers)
+    model_type = model_config.model_type
     if not options.onnx_only:
         require_engine_packages()
         options = replace(options, plugin_library=plugin_library(options.plugin_library))

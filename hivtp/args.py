@@ -68,12 +68,13 @@ def comma_ints(text: str) -> tuple[int, ...]:
 
 
 def path(text: str) -> Path:
-    """A path the user typed; '' (an unset shell variable) is refused instead of meaning '.'."""
+    """A path the user typed: '' (an unset shell variable) is refused instead of meaning '.', and a
+    leading '~' the shell left alone (quoted) means the home directory, as the user meant it."""
     if not text.strip():
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     if "\x00" in text:
         raise argparse.ArgumentTypeError(f"a path cannot contain a NUL byte: {text!r}")
-    return Path(text)
+    return Path(text).expanduser()
 
 
 CONFIG_OPTIONS = {  # HIVTPConfig field -> its option; unset options keep HIVTPConfig's own defaults

@@ -133,11 +133,11 @@ def configurations(budgets: tuple[int, ...], paper: HIVTPConfig) -> list[tuple[s
     return [("full", None), ("paper", paper)] + [(f"budget-{k}", replace(paper, budget=k)) for k in budgets]
 
 
-def bench_image(path: str | None, model: Any) -> Image.Image:
+def bench_image(path: Path | None, hf_config: Any) -> Image.Image:
     """The sample image (or --image). NeXT: resized to the largest square pinpoint, e.g. 672x672 =
     base + 2x2 crops, so a per-crop budget K gives 5K tokens before newlines."""
     image = load_image(path or sample_image_path())
-    pinpoints = getattr(model.config, "image_grid_pinpoints", None) if model is not None else None
+    pinpoints = getattr(hf_config, "image_grid_pinpoints", None) if hf_config is not None else None
     side = max((h for h, w in pinpoints or () if h == w), default=None)
     return image.resize((side, side)) if path is None and side else image
 

@@ -152,16 +152,17 @@ def plot(rows: list[dict[str, Any]], title: str) -> Any:
 def run_e2e(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     if args.backend == "trtllm":
+        image = bench_image(args.image, None)
         plan, label = trtllm_plan(args)
-        model, dtype = None, "engine"
+        dtype = "engine"
     else:
         dtype = resolve_dtype(args.dtype, device)
         hf_config = source_config(args)
         check_sizes(hf_config, config_from(args), args.batch or (1,), max_crops(hf_config), device, dtype)
         check_new_tokens(hf_config, args.new_tokens)
+        image = bench_image(args.image, hf_config)
         model, processor, label = load_model(args, device, dtype)
         plan = torch_plan(args, model, processor)
-    image = bench_image(args.image, model)
     meta = run_metadata(device)
     rows = []
     for batch in args.batch or (1,):

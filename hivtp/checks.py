@@ -12,6 +12,7 @@ from hivtp.config import HIVTPConfig
 
 REAL = "real floating-point"
 INTEGER = "integer"
+MASK = "integer or bool"
 
 
 def describe(value: Any) -> str:
@@ -21,14 +22,14 @@ def describe(value: Any) -> str:
 
 
 def check_tensor(name: str, value: Any, dims: int | tuple[int, ...], kind: str) -> torch.Tensor:
-    """value is a tensor of rank `dims` (or one of them) whose dtype is `kind` (REAL or INTEGER)."""
+    """value is a tensor of rank `dims` (or one of them) whose dtype is `kind` (REAL, INTEGER or MASK)."""
     ranks = (dims,) if isinstance(dims, int) else dims
     if not isinstance(value, torch.Tensor):
         raise ValueError(f"{name} must be a torch.Tensor, got {describe(value)}")
     if value.dim() not in ranks:
         raise ValueError(f"{name} must have {' or '.join(map(str, ranks))} dimensions, got {describe(value)}")
-    ok = value.is_floating_point() if kind == REAL else (not value.is_floating_point() and not value.is_complex()
-                                                         and value.dtype != torch.bool)
+    integer = not value.is_floating_point() and not value.is_complex() and value.dtype != torch.bool
+    ok = {REAL: value.is_floating_point(), INTEGER: integer, MASK: integer or value.dtype == torch.bool}[kind]
     if not ok:
         raise ValueError(f"{name} must be a {kind} tensor, got {describe(value)}")
     return value

@@ -26,14 +26,18 @@ def build_parser() -> OneLineParser:
 
 
 def quiet_libraries() -> None:
-    """The CLI prints its own results; library chatter (warnings, progress bars) would hide them."""
+    """The CLI prints its own results and one-line errors; library chatter (deprecation notices, progress
+    bars, the ONNX exporter's "torchvision is not installed" lines) would bury them."""
+    import logging
     import warnings
 
-    from transformers.utils import logging as hf_logging
+    from transformers.utils import logging as hf_logging  # imports torch, which sets up torch's loggers
 
     hf_logging.set_verbosity_error()
     hf_logging.disable_progress_bar()
-    warnings.filterwarnings("ignore", module="torch.onnx")
+    logging.getLogger("torch.onnx").setLevel(logging.ERROR)
+    for category in (FutureWarning, DeprecationWarning):
+        warnings.filterwarnings("ignore", category=category)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -44,6 +48,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         run(args)
     except ValueError as err:
         print(f"hivtp: error: {err}", file=sys.stderr)
+        return 2
+    except OSError as err:  # what the checks cannot foresee: a full disk, a read-only mount, a vanished folder
+        where = f": {err.filename}" if err.filename else ""
+        print(f"hivtp: error: {err.strerror or err}{where}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hivtp: interrupted", file=sys.stderr)

@@ -93,6 +93,8 @@ class HIVTPConfig:
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> "HIVTPConfig":
+        if not isinstance(data, dict):
+            raise ValueError(f"a HIVTPConfig is read from a dict of its fields, got {type(data).__name__}")
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(data) - known)
         if unknown:

@@ -16,18 +16,22 @@ from pathlib import Path
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
 from transformers import (
-    CLIPImageProcessor,
     CLIPVisionConfig,
     LlamaConfig,
     LlavaConfig,
     LlavaForConditionalGeneration,
     LlavaNextConfig,
     LlavaNextForConditionalGeneration,
-    LlavaNextImageProcessor,
     LlavaNextProcessor,
     LlavaProcessor,
     PreTrainedTokenizerFast,
 )
+
+try:  # transformers 5: the PIL image processors (the default ones need torchvision, and say so on every use)
+    from transformers import CLIPImageProcessorPil as CLIPImageProcessor
+    from transformers import LlavaNextImageProcessorPil as LlavaNextImageProcessor
+except ImportError:  # transformers 4: the default classes are the PIL ones
+    from transformers import CLIPImageProcessor, LlavaNextImageProcessor
 
 SPECIALS = ["<pad>", "<unk>", "<s>", "</s>", "<image>"]
 WORDS = (

@@ -16,6 +16,7 @@ from typing import IO, Any
 
 import numpy as np
 import torch
+import transformers
 from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
@@ -155,9 +156,10 @@ def check_device(device: str | torch.device) -> torch.device:
 
 
 def load_processor(directory: str | Path) -> Any:
-    """The checkpoint's processor with the slow image processor: same pixels, and no torchvision needed."""
+    """The checkpoint's processor with the PIL image processor: the pixels LLaVA was trained on, no torchvision."""
+    pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
     try:
-        return AutoProcessor.from_pretrained(directory, use_fast=False)
+        return AutoProcessor.from_pretrained(directory, **pil)
     except (OSError, ValueError, KeyError, TypeError) as err:
         raise ValueError(f"cannot load the processor in {directory}: {str(err).splitlines()[0]}") from None
 
@@ -178,7 +180,10 @@ def load_llava(
     model_cls = MODEL_CLASSES[config.model_type]
     try:
         model, info = model_cls.from_pretrained(directory, dtype=dtype, output_loading_info=True)
-    except (OSError, ValueError, KeyError, RuntimeError, SafetensorError) as err:
+    except RuntimeError as err:  # torch's "size mismatch for <name>: ..." state-dict error
+        detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
+        raise ValueError(f"the weights in {directory} do not fit its config: {detail[:200]}") from None
+    except (OSError, ValueError, KeyError, SafetensorError) as err:
         raise ValueError(f"cannot load the checkpoint in {directory}: {str(err).splitlines()[0]}") from None
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or [])

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import datetime
 import os
+import tempfile
 from pathlib import Path
 
 RESULTS_ENV = "HIVTP_RESULTS"
@@ -47,8 +48,11 @@ def check_writable_folder(folder: Path, option: str) -> None:
     existing = _nearest_existing(folder)
     if not existing.is_dir():
         raise ValueError(f"{option}: cannot create {folder}: {existing} is a file, not a folder")
-    if not os.access(existing, os.W_OK | os.X_OK):
-        raise ValueError(f"{option}: cannot write in {existing}: permission denied")
+    try:  # a real probe: access() says yes to root on read-only mounts, /proc and /sys
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as err:
+        raise ValueError(f"{option}: cannot write in {existing}: {err.strerror}") from None
 
 
 def _check_name_lengths(path: Path, option: str) -> None:
@@ -93,9 +97,9 @@ def output_file(given: Path | None, option: str, suffix: str, command: str, stem
 def protected_folders() -> dict[Path, str]:
     """Folders no hivtp output may be or replace."""
     cwd = Path.cwd().resolve()
-    protected = {cwd: "the current directory", Path(cwd.anchor): "the filesystem root"}
-    protected.update({parent: "a parent of the current directory" for parent in cwd.parents})
-    protected[Path.home().resolve()] = "the home directory"
+    protected = {parent: "a parent of the current directory" for parent in cwd.parents}
+    protected.update({cwd: "the current directory", Path.home().resolve(): "the home directory",
+                      Path(cwd.anchor): "the filesystem root"})
     return protected
 
 

@@ -18,7 +18,7 @@ from typing import Any
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
-from hivtp.checks import INTEGER, REAL, check_config, check_tensor
+from hivtp.checks import INTEGER, MASK, REAL, check_config, check_tensor
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
 from hivtp.runtime.layout import (
@@ -168,7 +168,7 @@ def check_inputs(
     """The processor's outputs, as prune_inputs needs them; anything else is one ValueError."""
     check_tensor("input_ids", input_ids, 2, INTEGER)
     if attention_mask is not None:
-        check_tensor("attention_mask", attention_mask, 2, INTEGER)
+        check_tensor("attention_mask", attention_mask, 2, MASK)
         if attention_mask.shape != input_ids.shape:
             raise ValueError(f"attention_mask {tuple(attention_mask.shape)} must have input_ids' shape {tuple(input_ids.shape)}")
     side = model.config.vision_config.image_size

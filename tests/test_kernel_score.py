@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import triton
 
 from hivtp.plugins.kernels.score import BLOCK_M, SCORE_RTOL, score
 from hivtp.plugins.reference import importance_scores_from_qk
@@ -36,7 +37,8 @@ def test_clip_vit_l_336_shape():
 # results); the compiled kernel accumulates bf16 in fp32 like fp16, which the GPU check covers.
 BF16 = pytest.param(
     torch.bfloat16,
-    marks=pytest.mark.skipif(DEVICE == "cpu", reason="triton 3.5.1 interpreter: bf16 tl.dot is wrong (GPU check covers bf16)"),
+    marks=pytest.mark.skipif(DEVICE == "cpu", reason=f"triton {triton.__version__}'s CPU interpreter: bf16 tl.dot is wrong "
+                             "(seen with 3.5.1; the GPU check covers bf16)"),
 )
 
 

@@ -7,7 +7,7 @@ from typing import Any
 
 import os
 
-from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, non_negative_int, path, positive_int, refuse_unused
+from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused
 from hivtp.outputs import check_output_folder, results_dir
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")  # hivtp/data/configs (tiny = the demo's config)
@@ -47,6 +47,7 @@ def add_parser(commands: Any) -> None:
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every option is used by the run it is given to, and every size is sane, before a model is built."""
+    config_from(args)  # the HIVTP options on their own (ValueError names the bad one)
     if args.backend == "trtllm":
         if args.stage != "e2e":
             raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")

@@ -42,7 +42,7 @@ def run(args: argparse.Namespace) -> None:
     from hivtp.loading import check_device, load_image, load_llava
 
     config = config_from(args)
-    device = str(check_device(args.device or "cpu"))
+    device = str(check_device("cpu" if args.device is None else args.device))
     image = load_image(args.image or sample_image_path())
     dtype = args.dtype or "auto"
     dtype = "float32" if dtype == "auto" and device == "cpu" else dtype

@@ -1,0 +1,243 @@
+"""Hostile and careless command lines: each one gets exit code 2 and exactly one `hivtp: error:` line,
+and no file outside the command's output changes (the working directory, the home directory, the
+checkpoints and every input are snapshotted before and compared after).
+
+`{name}` in an argument is a file from tests/adversarial_inputs.py; `{sandbox}` is the working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from adversarial_inputs import make_bad_world
+from helpers import cli_exit_code
+
+from hivtp.demo import shipped_model
+
+LLAVA = str(shipped_model("llava"))
+NEXT = str(shipped_model("llava_next"))
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory) -> dict[str, Path]:
+    return make_bad_world(tmp_path_factory.mktemp("world"))
+
+
+@pytest.fixture()
+def sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A working directory and a home directory full of the user's own files."""
+    home = tmp_path / "home"
+    (home / "photos").mkdir(parents=True)
+    (home / "notes.txt").write_text("my notes")
+    (home / "photos" / "cat.txt").write_text("a cat")
+    work = tmp_path / "work"
+    (work / "results").mkdir(parents=True)
+    (work / "results" / "committed.json").write_text("{}")
+    (work / "paper.tex").write_text("draft")
+    monkeypatch.setenv("HOME", str(home))
+    monkeypatch.chdir(work)
+    return tmp_path
+
+
+def snapshot(*roots: Path) -> dict[str, tuple]:
+    state = {}
+    for root in roots:
+        for path in sorted(root.rglob("*")):
+            info = path.lstat()
+            state[str(path)] = (path.is_dir(), info.st_size, info.st_mtime_ns, info.st_mode)
+    return state
+
+
+def assert_refused(argv: list[str], message: str, world: dict[str, Path], sandbox: Path, capsys) -> None:
+    names = {name: str(path) for name, path in world.items()}
+    argv = [a.format(sandbox=sandbox, **names) for a in argv]
+    roots = (sandbox, next(iter(world.values())).parent, Path(LLAVA), Path(NEXT))
+    before = snapshot(*roots)
+    code = cli_exit_code(argv)
+    err = capsys.readouterr().err
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2, (argv, err)
+    assert len(lines) == 1 and lines[0].startswith("hivtp: error: "), (argv, err)
+    assert message.lower() in lines[0].lower(), (argv, lines[0])
+    assert snapshot(*roots) == before, f"{argv} changed files outside its output"
+
+
+# (argv, a piece of the one error line)
+ARGUMENT_ERRORS = [
+    # the HIVTP options, on every command that takes them
+    *[(["generate", opt] + ([] if value is None else [value]), msg) for opt, value, msg in [
+        ("--budget", "0", "positive integer"), ("--budget", "-3", "positive integer"), ("--budget", "ten", "positive integer"),
+        ("--budget", "1.5", "positive integer"), ("--budget", "", "positive integer"), ("--budget", "1e3", "positive integer"),
+        ("--score-layers", "", "comma-separated integers"), ("--score-layers", "a,b", "comma-separated integers"),
+        ("--score-layers", "6,,7", "comma-separated integers"), ("--score-layers", "-1", "score_layers"),
+        ("--score-layers", "1,1", "must not repeat"), ("--score-layers", "6.5", "comma-separated integers"),
+        ("--regions", "2", "two positive ints"), ("--regions", "0,2", "two positive ints"), ("--regions", "2,2,2", "two positive ints"),
+        ("--regions=-1,2", None, "two positive ints"), ("--regions", "-1,2", "expected one argument"), ("--regions", "x,y", "comma-separated integers"),
+        ("--global-ratio", "1.5", "[0, 1]"), ("--global-ratio", "-0.1", "[0, 1]"), ("--global-ratio", "nan", "[0, 1]"),
+        ("--global-ratio", "inf", "[0, 1]"), ("--global-ratio", "half", "[0, 1]"),
+        ("--window", "0", "positive integer"), ("--window", "-2", "positive integer"), ("--window", "two", "positive integer"),
+        ("--max-new-tokens", "0", "positive integer"), ("--max-new-tokens", "many", "positive integer"),
+        ("--ttft-repeats", "-1", "integer >= 0"), ("--dtype", "float8", "invalid choice"), ("--dtype", "fp16", "invalid choice"),
+    ]],
+    *[([command, "--budget", "0"], "positive integer") for command in ("build", "bench", "viz", "fidelity")],
+    *[([command, "--global-ratio", "2"], "[0, 1]") for command in ("build", "bench", "viz", "fidelity")],
+    *[([command, "--regions", "2"], "two positive ints") for command in ("bench", "viz", "fidelity")],
+    # empty paths (an unset shell variable) never mean "here" or "the default"
+    *[(argv, "empty string") for argv in [
+        ["generate", "--image", ""], ["generate", "--model", ""], ["generate", "--engine", ""], ["generate", "--image", " "],
+        ["generate", "--plugin-lib", ""], ["viz", "--image", ""], ["viz", "--model", ""], ["viz", "--out", ""],
+        ["fidelity", "--model", ""], ["fidelity", "--images", ""], ["fidelity", "--out", ""], ["bench", "--model", ""],
+        ["bench", "--out-dir", ""], ["bench", "--image", ""], ["bench", "--engine", ""],
+        ["build", "--model", LLAVA, "--output", ""], ["build", "--model", "", "--output", "o"],
+        ["build", "--model", LLAVA, "--output", "o", "--plugin-lib", ""],
+    ]],
+    # subcommands and flags that do not exist
+    (["frobnicate"], "invalid choice"), ([], "required"), (["generate", "--budgte", "3"], "unrecognized"),
+    (["bench", "--stage", "everything"], "invalid choice"), (["bench", "--backend", "onnx"], "invalid choice"),
+    (["bench", "--random-init", "gpt-4"], "invalid choice"), (["build", "--dtype", "fp32", "--model", "m", "--output", "o"], "invalid choice"),
+    (["build", "--model", LLAVA], "required"), (["build", "--output", "o"], "required"),
+    (["generate", "--model", LLAVA, "--engine", "e"], "not allowed with"),
+    (["bench", "--model", LLAVA, "--random-init", "tiny"], "not allowed with"),
+]
+
+REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machine can run
+    (["generate", "--plugin-lib", "x.so"], "no effect without --engine"),
+    (["generate", "--engine", "e", "--budget", "4"], "no effect with --engine"),
+    (["generate", "--engine", "e", "--device", "cpu"], "no effect with --engine"),
+    (["generate", "--engine", "e", "--score-layers", "1,2"], "no effect with --engine"),
+    (["generate", "--max-new-tokens", "5000"], "exceeds the model's context"),
+    (["generate", "--prompt", "word " * 2000], "exceeds the model's context"),
+    (["fidelity", "--budget", "4", "--budgets", "8"], "not both"),
+    (["fidelity", "--prompt", "what ?"], "no effect in shapes mode"),
+    (["fidelity", "--max-new-tokens", "3"], "no effect in shapes mode"),
+    (["fidelity", "--images", "{not_a_build}", "--questions", "5"], "no effect with --images"),
+    (["fidelity", "--questions", "1000000"], "at most"),
+    (["fidelity", "--questions", "0"], "positive integer"),
+    (["fidelity", "--budgets", "0,4"], "positive integer"), (["fidelity", "--budgets", "4,,8"], "positive integer"),
+    (["fidelity", "--budgets", ""], "positive integer"),
+    (["fidelity", "--images", "{not_a_build}"], "no images"),
+    (["fidelity", "--images", "{a_file}"], "image folder not found"),
+    (["fidelity", "--images", "/no/such/folder"], "image folder not found"),
+    (["bench"], "pass --model DIR"),
+    (["bench", "--random-init", "tiny", "--batch", "1000000000"], "GiB"),
+    (["bench", "--random-init", "tiny", "--stage", "score", "--batch", "1000000000"], "GiB"),
+    (["bench", "--random-init", "tiny", "--batch", "0"], "positive integer"),
+    (["bench", "--random-init", "tiny", "--batch", "1,0"], "positive integer"),
+    (["bench", "--random-init", "tiny", "--batch", "a"], "positive integer"),
+    (["bench", "--random-init", "tiny", "--repeats", "0"], "positive integer"),
+    (["bench", "--random-init", "tiny", "--repeats", "100000"], "at most"),
+    (["bench", "--random-init", "tiny", "--warmup", "-1"], "integer >= 0"),
+    (["bench", "--random-init", "tiny", "--warmup", "5000"], "at most"),
+    (["bench", "--random-init", "tiny", "--threads", "0"], "positive integer"),
+    (["bench", "--random-init", "tiny", "--threads", "100000"], "more threads only add noise"),
+    (["bench", "--random-init", "tiny", "--score-layers", "99"], "go beyond"),
+    (["bench", "--random-init", "tiny", "--stage", "select", "--score-layers", "99"], "go beyond"),
+    (["bench", "--random-init", "tiny", "--new-tokens", "100000"], "does not fit"),
+    (["bench", "--random-init", "tiny", "--stage", "select", "--new-tokens", "3"], "no effect in the select stage"),
+    (["bench", "--random-init", "tiny", "--stage", "score", "--budgets", "3"], "no effect in the score stage"),
+    (["bench", "--random-init", "tiny", "--stage", "score", "--image", "x.png"], "no effect in the score stage"),
+    (["bench", "--random-init", "tiny", "--stage", "select", "--ops", "triton"], "no effect in the select stage"),
+    (["bench", "--random-init", "tiny", "--ops", "triton"], "--ops triton runs the Triton kernels on CUDA"),
+    (["bench", "--random-init", "tiny", "--engine", "e"], "no effect with --backend torch"),
+    (["bench", "--random-init", "tiny", "--budget", "4", "--budgets", "8"], "not both"),
+    (["bench", "--backend", "trtllm"], "needs --engine"),
+    (["bench", "--backend", "trtllm", "--engine", "e", "--stage", "select"], "e2e stage only"),
+    (["bench", "--backend", "trtllm", "--engine", "e", "--random-init", "tiny"], "no effect with --backend trtllm"),
+    (["bench", "--backend", "trtllm", "--engine", "e", "--budget", "4"], "no effect with --backend trtllm"),
+    (["bench", "--backend", "trtllm", "--engine", "e", "--ops", "reference"], "no effect with --backend trtllm"),
+    (["bench", "--random-init", "llava-1.5-7b", "--device", "cpu"], "needs a GPU"),
+    (["build", "--model", LLAVA, "--output", "o", "--max-batch", "0"], "positive integer"),
+    (["build", "--model", LLAVA, "--output", "o", "--max-batch", "1000000"], "at most"),
+    (["build", "--model", LLAVA, "--output", "o", "--max-text-len", "0"], "positive integer"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--plugin-lib", "x.so"], "no effect with --onnx-only"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--score-layers", "3,40"], "go beyond"),
+]
+
+DEVICES = [
+    (device, message) for device, message in [
+        ("meta", "cannot run hivtp"), ("xpu", "cannot run hivtp"), ("tpu", "unknown device"), ("CUDA", "unknown device"),
+        ("cuda:abc", "unknown device"), ("-1", "unknown device"), ("cpu,cuda", "unknown device"), ("", "unknown device"),
+        ("mps", "not available"), ("cuda", "not available"), ("cuda:7", ""), ("hpu", "cannot run hivtp"), ("vulkan", "cannot run hivtp"),
+    ]
+]
+DEVICE_ERRORS = [([command, "--device", device, *extra], message)
+                 for device, message in DEVICES
+                 for command, extra in [("generate", []), ("viz", []), ("fidelity", []),
+                                        ("bench", ["--random-init", "tiny"])]]
+
+BAD_IMAGES = [  # (world name, message)
+    ("empty_file", "cannot read image"), ("text_file", "cannot read image"), ("png_magic_only", "cannot read image"),
+    ("bomb_png", "too large"), ("wide_bomb_png", "too large"), ("zero_width_png", "cannot read image"),
+    ("html_as_png", "cannot read image"), ("truncated_png", "cannot read image"), ("truncated_jpeg", "cannot read image"),
+    ("folder_named_png", "is a folder"), ("not_a_build", "is a folder"),
+]
+IMAGE_ERRORS = [([command, "--image", "{" + name + "}", *extra], message)
+                for name, message in BAD_IMAGES
+                for command, extra in [("generate", []), ("viz", []), ("bench", ["--random-init", "tiny", "--repeats", "1"])]]
+IMAGE_ERRORS += [(["generate", "--image", "/no/such/photo.jpg"], "image not found"), (["viz", "--image", "nope.png"], "image not found")]
+
+BAD_CHECKPOINTS = [  # (world name, message)
+    ("empty_dir", "no config.json"), ("config_not_json", "cannot parse"), ("config_is_a_list", "holds a None model"),
+    ("config_bert", "holds a 'bert' model"), ("config_no_type", "holds a None model"), ("config_binary", "cannot parse"),
+    ("patch_size_0", "patch_size must be a positive integer"), ("patch_size_negative", "patch_size must be a positive integer"),
+    ("patch_size_string", "patch_size must be a positive integer"), ("patch_larger_than_image", "larger than image_size"),
+    ("image_size_0", "image_size must be a positive integer"), ("hidden_not_divisible", "not divisible"),
+    ("layers_0", "num_hidden_layers must be a positive integer"), ("hidden_mismatch", "do not fit its config"),
+    ("text_hidden_mismatch", ""), ("fewer_text_layers_in_weights", "do not fit its config"),
+    ("truncated_weights", "cannot load the checkpoint"), ("garbage_weights", "cannot load the checkpoint"),
+    ("next_patch_size_0", "patch_size must be a positive integer"), ("config_only", ""), ("a_file", "model directory not found"),
+]
+CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
+                     for name, message in BAD_CHECKPOINTS
+                     for command, extra in [("generate", []), ("viz", []), ("bench", ["--stage", "select", "--batch", "1"])]]
+CHECKPOINT_ERRORS += [(["build", "--model", "{" + name + "}", "--output", "{sandbox}/out", "--onnx-only"], message)
+                      for name, message in BAD_CHECKPOINTS[:13]]
+
+OUTPUT_ERRORS = [
+    # build: --force replaces an earlier hivtp build and nothing else
+    *[(["build", "--model", LLAVA, "--output", out, "--onnx-only", *force], message) for out, force, message in [
+        (".", ["--force"], "current directory"), (".", [], "current directory"), ("./", ["--force"], "current directory"),
+        ("..", ["--force"], "parent of the current directory"), ("../..", ["--force"], "parent of the current directory"),
+        ("~", ["--force"], "home directory"), ("~/", [], "home directory"),  # a quoted '~' still means home
+        ("{sandbox}/home", ["--force"], "home directory"), ("/", ["--force"], "filesystem root"),
+        ("{not_a_build}", ["--force"], "only replaces an earlier hivtp build"), ("{not_a_build}", [], "pass --force"),
+        ("{a_file}", ["--force"], "is a file"), ("{link_to_build}", ["--force"], "symbolic link"),
+        ("{empty_dir}", ["--force"], "no manifest.json"), ("{manifest_list}", ["--force"], "not a hivtp manifest"),
+        ("{manifest_no_files}", ["--force"], "damaged"), ("{manifest_not_json}", ["--force"], "cannot parse"),
+        (LLAVA, ["--force"], "would replace the checkpoint"), (str(Path(LLAVA).parent), ["--force"], "would replace the checkpoint"),
+        ("{a_file}/sub", [], "is a file, not a folder"), ("/proc/hivtp-out", [], "cannot write"),
+        ("x" * 300, [], "longer than 255 bytes"),
+    ]],
+    # files: never a folder, a device, an unwritable place or a wrong kind of file
+    *[(["viz", "--out", out], message) for out, message in [
+        ("{sandbox}/work", "is a folder"), (".", "is a folder"), ("{a_file}/x.png", "is a file, not a folder"),
+        ("/proc/x.png", "cannot write"), ("/dev/null", "expected a .png"), ("picture.jpg", "expected a .png"),
+        ("{not_a_build}", "is a folder"), ("y" * 300 + ".png", "longer than 255 bytes"), ("/dev/null/x.png", "not a folder"),
+    ]],
+    *[(["fidelity", "--out", out], message) for out, message in [
+        ("{sandbox}/work", "is a folder"), ("{a_file}/r.json", "is a file, not a folder"), ("/proc/r.json", "cannot write"),
+        ("table.csv", "expected a .json"), ("z" * 300 + ".json", "longer than 255 bytes"),
+    ]],
+    *[(["bench", "--random-init", "tiny", "--out-dir", out], message) for out, message in [
+        ("{a_file}", "is a file, not a folder"), ("{a_file}/sub", "is a file, not a folder"), ("/proc/bench", "cannot write"),
+        ("/dev/null", "is a file, not a folder"),
+    ]],
+]
+
+ALL = ARGUMENT_ERRORS + REFUSED_OPTIONS + DEVICE_ERRORS + IMAGE_ERRORS + CHECKPOINT_ERRORS + OUTPUT_ERRORS
+
+
+def test_there_are_at_least_200_distinct_bad_command_lines() -> None:
+    assert len({tuple(argv) for argv, _ in ALL}) >= 200
+
+
+@pytest.mark.parametrize("argv, message", ALL, ids=[" ".join(a)[:70] for a, _ in ALL])
+def test_refused_with_one_line_and_nothing_touched(argv, message, world, sandbox, capsys) -> None:
+    if "--device" in argv and argv[argv.index("--device") + 1].startswith("cuda"):
+        import torch
+
+        if torch.cuda.is_available():
+            pytest.skip("CUDA is available here: cuda devices are valid")
+    assert_refused(argv, message, world, sandbox, capsys)
