@@ -122,18 +122,27 @@ def compare(model: Any, processor: Any, onnx_path: str | Path, images: list[Imag
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hivtp.args import OneLineParser
+    from hivtp.args import OneLineParser, path
     from hivtp.demo import sample_image_path
     from hivtp.loading import load_image, load_llava
 
     parser = OneLineParser(prog="python -m hivtp.build.ort_check", description=__doc__.splitlines()[0])
-    parser.add_argument("--model", required=True, help="the HF checkpoint the ONNX was exported from")
-    parser.add_argument("--onnx", required=True, help="the exported vision ONNX (e.g. OUT/vision/model.onnx)")
-    parser.add_argument("--image", action="append", help="image file(s) (default: the bundled sample image)")
+    parser.add_argument("--model", required=True, type=path, help="the HF checkpoint the ONNX was exported from")
+    parser.add_argument("--onnx", required=True, type=path, help="the exported vision ONNX (e.g. OUT/vision/model.onnx)")
+    parser.add_argument("--image", action="append", type=path, help="image file(s) (default: the bundled sample image)")
     args = parser.parse_args(argv)
-    model, processor = load_llava(args.model, dtype=torch.float32)
-    images = [load_image(p) for p in args.image or [sample_image_path()]]
-    error = compare(model, processor, args.onnx, images)
+    try:
+        if not args.onnx.is_file():
+            raise ValueError(f"ONNX file not found: {args.onnx}")
+        images = [load_image(p) for p in args.image or [sample_image_path()]]
+        model, processor = load_llava(args.model, dtype=torch.float32)
+        error = compare(model, processor, args.onnx, images)
+    except ValueError as err:
+        print(f"hivtp: error: {err}", file=sys.stderr)
+        return 2
+    except AssertionError as err:
+        print(f"ORT graph differs from the torch backend: {str(err).splitlines()[0]}", file=sys.stderr)
+        return 1
     print(f"ORT graph = torch backend: indices and counts equal, max |feature diff| {error:.2e}")
     return 0
 

@@ -23,6 +23,8 @@ def run(args: argparse.Namespace) -> None:
     config = config_from(args)
     stem = f"{args.image.stem if args.image else 'sample'}-{config.mode}{config.budget or ''}"
     out = output_file(args.out, "--out", ".png", "viz", stem)
+    if args.image and out == args.image.resolve():
+        raise ValueError(f"--out {args.out} is the input image: pick another file name")
     from hivtp.demo import sample_image_path, shipped_model
     from hivtp.loading import load_image, load_llava
     from hivtp.viz import render
