@@ -123,7 +123,7 @@ def check_vision_config(vision_config: Any, where: str = "the checkpoint") -> No
     if patch_size > image_size:
         raise ValueError(f"{where}: vision_config.patch_size {patch_size} is larger than image_size {image_size}")
     if hidden % heads:
-        raise ValueError(f"{where}: vision_config.hidden_size {hidden} is not divisible by num_attention_heads {heads}")
+        raise ValueError(f"{where}: vision_config.hidden_size {hidden} is not a multiple of its {heads} attention heads")
 
 
 def checkpoint_config(directory: str | Path) -> Any:
@@ -131,7 +131,8 @@ def checkpoint_config(directory: str | Path) -> Any:
     checkpoint_type(directory)
     try:
         config = AutoConfig.from_pretrained(directory)
-    except (OSError, ValueError, KeyError, TypeError) as err:
+    except Exception as err:  # noqa: BLE001 - transformers 5 validates fields with huggingface_hub's own errors
+        err = err.__cause__ or err
         raise ValueError(f"cannot read the config in {directory}: {str(err).splitlines()[0]}") from None
     check_vision_config(config.vision_config, str(directory))
     return config
