@@ -32,7 +32,7 @@ def add_parser(commands: Any) -> None:
 
 def run(args: argparse.Namespace) -> None:
     if args.engine:
-        refuse_unused(args, {"device": "--device", "dtype": "--dtype", **{k: v for k, v in CONFIG_OPTIONS.items()}},
+        refuse_unused(args, {"device": "--device", "dtype": "--dtype", **CONFIG_OPTIONS},
                       "with --engine: the engine's precision and HIVTP settings were fixed by `hivtp build`")
         run_engine(args)
         return
