@@ -84,7 +84,7 @@ def test_vision_load_without_tensorrt_is_one_line(vision_args) -> None:
 
 @pytest.mark.parametrize(
     "change, match",
-    [({"max_batch": 0}, "max_batch must be"), ({"dtype": "float32"}, "dtype must be one of"),
+    [({"max_batch": 0}, "max_batch must be"), ({"dtype": "float64"}, "dtype must be one of"),
      ({"image_shape": (3, 112)}, "image_shape must be"), ({"onnx_path": Path("/nonexistent.onnx")}, "ONNX file not found")],
 )
 def test_vision_build_checks_arguments_before_tensorrt(vision_args, change, match) -> None:
