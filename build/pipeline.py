@@ -167,17 +167,18 @@ def _builder(module: str, function: str) -> Callable[..., Any]:
 
 
 def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
-    """Load the checkpoint, export the vision ONNX in the engine dtype (strong typing), keep NeXT's newline."""
+    """Load the checkpoint, export the vision ONNX in the engine's dtype (strong typing; bf16: fp32), keep NeXT's newline."""
     import torch
     from safetensors.torch import save_file
 
     from hivtp.build.export import export_vision
+    from hivtp.build.tensorrt_engine import onnx_dtype
     from hivtp.loading import load_llava
 
     model, _ = load_llava(options.model_dir, dtype="auto")
     vision_batch = options.max_batch * max_crops(model.config)
     exported = export_vision(
-        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, DTYPES[options.dtype]),
+        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, onnx_dtype(DTYPES[options.dtype])),
         select_impl=options.select_impl,
     )
     if model.config.model_type == "llava_next":
