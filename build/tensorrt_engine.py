@@ -101,11 +101,12 @@ def load_plugin_library(plugin_library: Path, tensorrt_module: ModuleType | None
 
 def _parser_errors(parser: "tensorrt.OnnxParser") -> str:
     # OnnxParser.num_errors / get_error(i) -> ParserError.desc(), node(), node_name():
-    # python/src/parsers/pyOnnx.cpp:204-205, 249-254 @v10.14
+    # python/src/parsers/pyOnnx.cpp:204-205, 249-255 @v10.14
     errors = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        errors.append(f"node {error.node()} ({error.node_name() or '?'}): {error.desc()}")
+        desc = " ".join(error.desc().split())  # descriptions can span lines; the error stays one line
+        errors.append(f"node {error.node()} ({error.node_name() or '?'}, {error.node_operator() or '?'}): {desc}")
     return "; ".join(errors) or "no parser error recorded"
 
 
