@@ -32,7 +32,7 @@ from hivtp.config import HIVTPConfig
 
 SUPPORTED = {"tensorrt": ("TensorRT", "10.14"), "tensorrt_llm": ("TensorRT-LLM", "1.2.1")}
 SUPPORTED_TEXT = "TensorRT 10.14, TensorRT-LLM 1.2.1"
-DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name (= the ONNX's dtype)
+DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name (tensorrt_engine.onnx_dtype: the ONNX's)
 SELECT_IMPLS = ("plugin", "onnx")  # = hivtp.build.standard_ops.SELECT_IMPLS (this module stays light)
 PLUGIN_ENV = "HIVTP_PLUGIN_LIB"
 TEXT_LEN, NEW_TOKENS = 512, 512  # defaults of --max-text-len / --max-new-tokens (capped by the model's positions)

@@ -192,14 +192,18 @@ def build_vision_engine(
     return int(plan.nbytes)
 
 
-def load_vision_engine(engine_path: Path, plugin_library: Path) -> "tensorrt.ICudaEngine":
-    """Deserialize a vision plan; the plugin library is registered first (the plan holds plugin instances)."""
+def load_vision_engine(engine_path: Path, plugin_library: Path | None) -> "tensorrt.ICudaEngine":
+    """Deserialize a vision plan; a plugin graph's library is registered first (the plan holds plugin instances).
+
+    plugin_library None: a plan of the plugin-free graph (`--select-impl onnx`).
+    """
     if not Path(engine_path).is_file():
         raise ValueError(f"vision engine not found: {engine_path}")
     require_tensorrt()
     import tensorrt as trt
 
-    load_plugin_library(plugin_library)
+    if plugin_library is not None:
+        load_plugin_library(plugin_library)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # pyCore.cpp:1950-1953
     # Runtime.deserialize_cuda_engine(bytes): pyCore.cpp:1955, keep_alive<0, 1>: the engine keeps the runtime
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())

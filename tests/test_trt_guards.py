@@ -169,6 +169,22 @@ def test_engine_files_reads_the_build_manifest(tiny_dirs, tmp_path, monkeypatch)
         engine_files(out, library)
 
 
+def test_a_plugin_free_build_needs_no_plugin_library(tiny_dirs, tmp_path, monkeypatch) -> None:
+    from hivtp.build.manifest import write_manifest
+    from hivtp.config import HIVTPConfig
+
+    out = tmp_path / "engines"
+    (out / "vision").mkdir(parents=True)
+    build = {"model_type": "llava", "kmax": 32, "onnx_only": False, "vision_engine": "vision/model.engine",
+             "decoder_engine": "decoder", "select_impl": "onnx"}
+    write_manifest(out, config=HIVTPConfig(), model_dir=tiny_dirs["llava"], build=build)
+    monkeypatch.delenv(trtllm.PLUGIN_ENV, raising=False)
+    assert engine_files(out).plugin_library is None
+    write_manifest(out, config=HIVTPConfig(), model_dir=tiny_dirs["llava"], build={**build, "select_impl": "plugin"})
+    with pytest.raises(ValueError, match=trtllm.PLUGIN_ENV):
+        engine_files(out)
+
+
 def test_plugin_library_is_required(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(trtllm.PLUGIN_ENV, raising=False)
     with pytest.raises(ValueError, match=trtllm.PLUGIN_ENV):
