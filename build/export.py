@@ -1,8 +1,10 @@
 """The vision path of a HF LLaVA / LLaVA-NeXT model as one exportable module, and its ONNX export.
 
 `VisionPath` owns the model's CLIP tower and projector (composition: nothing is patched) and runs
-tower -> Q/K of the score layers -> hivtp::score -> hivtp::select on the feature layer's patch tokens
--> projector, so the ONNX graph holds exactly two plugin nodes between stock layers. For LLaVA-NeXT the
+tower -> Q/K of the score layers -> scoring -> selection on the feature layer's patch tokens ->
+projector. With `select_impl="plugin"` (the default) scoring and selection are hivtp::score /
+hivtp::select, so the ONNX graph holds exactly two plugin nodes between stock layers; with "onnx" they
+are standard ONNX ops (`standard_ops.py`): no plugin, same outputs. For LLaVA-NeXT the
 crops are the batch dimension; the unpad / image_newline layout stays on the host (it depends on each
 image's size, not on the pixels), as in `hivtp.runtime.hf`.
 
@@ -22,6 +24,7 @@ import onnx
 import torch
 
 from hivtp.build import ops
+from hivtp.build.standard_ops import SELECT_IMPLS, StandardSelection, attention_scores
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.geometry import selection_layout
 from hivtp.runtime.hf import check_model, clip_core, patch_grid, tower_qk
@@ -39,8 +42,10 @@ class VisionPath(torch.nn.Module):
     Indices are int32 (the plugin's type), ascending, -1 padded.
     """
 
-    def __init__(self, model: Any, config: HIVTPConfig) -> None:
+    def __init__(self, model: Any, config: HIVTPConfig, select_impl: str = "plugin") -> None:
         super().__init__()
+        if select_impl not in SELECT_IMPLS:
+            raise ValueError(f"select_impl must be one of {SELECT_IMPLS}, got {select_impl!r}")
         check_model(model)
         vision_config = model.config.vision_config
         self.tower = model.model.vision_tower
@@ -52,6 +57,8 @@ class VisionPath(torch.nn.Module):
         self.feature_layer = config.resolve_feature_layer(
             model.config.vision_feature_layer, vision_config.num_hidden_layers + 1
         )
+        self.select_impl = select_impl
+        self.selection = StandardSelection(self.grid, config) if select_impl == "onnx" else None
 
     @property
     def kmax(self) -> int:
@@ -59,8 +66,11 @@ class VisionPath(torch.nn.Module):
 
     def forward(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         queries, keys, features = tower_qk(self.tower, pixel_values, self.hivtp_config, self.feature_layer)
-        scores = ops.score(queries, keys, self.hivtp_config)  # [B, P] fp32
-        selected, counts, indices = ops.select(scores, features, self.grid, self.hivtp_config)  # [B, Kmax, Dv]
+        if self.selection is not None:  # standard ONNX ops
+            selected, counts, indices = self.selection(attention_scores(queries, keys), features)  # [B, Kmax, Dv]
+        else:  # the hivtp plugins
+            scores = ops.score(queries, keys, self.hivtp_config)  # [B, P] fp32
+            selected, counts, indices = ops.select(scores, features, self.grid, self.hivtp_config)  # [B, Kmax, Dv]
         return self.projector(selected), counts, indices  # [B, Kmax, D], [B], [B, Kmax]
 
 
@@ -72,19 +82,22 @@ class ExportedVision:
     image_size: int  # crop side S of pixel_values [B, 3, S, S]
     hidden_size: int  # D of the projected features
     dtype: torch.dtype
+    select_impl: str  # "plugin" (hivtp::Score / Select nodes) or "onnx" (standard ops only)
 
 
 def export_vision(
-    model: Any, config: HIVTPConfig, path: str | Path, max_batch: int = 8, dtype: torch.dtype | None = torch.float32
+    model: Any, config: HIVTPConfig, path: str | Path, max_batch: int = 8, dtype: torch.dtype | None = torch.float32,
+    select_impl: str = "plugin",
 ) -> ExportedVision:
-    """Export `VisionPath(model, config)` to ONNX at `path` (dynamic batch up to max_batch) and check it.
+    """Export `VisionPath(model, config, select_impl)` to ONNX at `path` (dynamic batch up to max_batch) and check it.
 
-    dtype: the ONNX's weight and activation type (None: the model's). fp32 by default: fp16 / bf16
-    weights widen losslessly, TensorRT's FP16 / BF16 builder flag then picks the engine precision, and the
-    same file runs in the onnxruntime check. The model itself is not changed (a cast works on a copy).
+    dtype: the ONNX's weight and activation type (None: the model's), which is the engine's precision:
+    `hivtp build` exports in its --dtype and TensorRT builds a strongly typed network from it. Scores
+    are fp32 in every dtype. The onnxruntime check runs fp32 (and fp16) exports. The model itself is
+    not changed (a cast works on a copy).
     """
     path = Path(path)
-    module = VisionPath(model, config).eval()
+    module = VisionPath(model, config, select_impl).eval()
     if dtype is not None and dtype != next(module.parameters()).dtype:
         module = copy.deepcopy(module).to(dtype)
     dtype = next(module.tower.parameters()).dtype
@@ -98,10 +111,11 @@ def export_vision(
             output_names=OUTPUT_NAMES, dynamic_shapes=({0: batch},),
             custom_translation_table=ops.translation_table(), verbose=False,
         )
-    info = ExportedVision(path, module.kmax, module.grid, side, model.config.text_config.hidden_size, dtype)
-    program.model.metadata_props.update(
-        {"hivtp.config": json.dumps(config.to_dict()), "hivtp.grid": json.dumps(list(info.grid)), "hivtp.kmax": str(info.kmax)}
-    )
+    info = ExportedVision(path, module.kmax, module.grid, side, model.config.text_config.hidden_size, dtype, select_impl)
+    program.model.metadata_props.update({
+        "hivtp.config": json.dumps(config.to_dict()), "hivtp.grid": json.dumps(list(info.grid)),
+        "hivtp.kmax": str(info.kmax), "hivtp.select_impl": select_impl,
+    })
     path.parent.mkdir(parents=True, exist_ok=True)
     weight_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     program.save(path, external_data=weight_bytes > EXTERNAL_DATA_BYTES)

@@ -4,9 +4,13 @@ Eager, they run the reference (`hivtp.plugins.reference`), so the exported modul
 the torch backend computes. Their fake implementations give static output shapes (Kmax from
 `selection_geometry`), so `torch.export` and the ONNX graph keep `[B, Kmax, D]` with only B dynamic.
 
-ONNX: each op becomes one node in domain "hivtp" with op_type = plugin name ("Score" / "Select") and
-one attribute per plugin field (`hivtp.plugins.plugin_fields`, INT / INTS / FLOAT only: the ONNX parser
-rejects INT64 tensor attributes). We use the dynamo exporter (`torch.onnx.export(dynamo=True,
+ONNX: each op becomes one node in domain "hivtp" with op_type = plugin name ("Score" / "Select"), one
+attribute per plugin field (`hivtp.plugins.plugin_fields`, INT / INTS / FLOAT only: the ONNX parser
+rejects INT64 tensor attributes) and the STRING attribute `plugin_namespace` = "hivtp". The parser's
+fallback importer (onnx-tensorrt `onnxOpImporters.cpp` @dd0a3a9f) looks the creator up by (op_type,
+`plugin_version` attribute or "1", `plugin_namespace` attribute or "") and only when that finds
+nothing retries with the node's domain: without the attribute, any library's `Score` / `Select`
+registered in the empty namespace would be picked before ours. We use the dynamo exporter (`torch.onnx.export(dynamo=True,
 custom_translation_table=...)`) because it writes every value's shape from the fake tensors, custom
 nodes included; the TorchScript exporter would need a hand-written `setType` per output. The op
 schemas are registered with `onnx.defs` so that onnxscript can build the nodes and `onnx.checker`
@@ -29,6 +33,8 @@ from onnx import helper
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.geometry import selection_layout
 from hivtp.plugins.plugin_fields import PLUGIN_NAMESPACE, SCORE, SELECT, encode, fields_of
+
+NAMESPACE_ATTRIBUTE = "plugin_namespace"  # read by the parser's fallback importer, not a plugin field
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
 
 OPSET_VERSION = 1  # the "hivtp" ONNX domain's version (plugin version "1" is the parser's default)
@@ -121,6 +127,10 @@ def _onnx_schema(plugin: str, doc: str) -> onnx.defs.OpSchema:
         )
         for f in fields_of(plugin)
     ]
+    attributes.append(onnx.defs.OpSchema.Attribute(
+        NAMESPACE_ATTRIBUTE, helper.make_attribute(NAMESPACE_ATTRIBUTE, PLUGIN_NAMESPACE),
+        "TensorRT plugin namespace the ONNX parser looks the creator up in",
+    ))
     return onnx.defs.OpSchema(
         plugin, PLUGIN_NAMESPACE, OPSET_VERSION, doc,
         inputs=[param(name, io_type[name]) for name in _TENSOR_INPUTS[plugin]],
@@ -145,7 +155,7 @@ def _translation(plugin: str) -> Callable[..., Any]:
     num_outputs = len(_TENSOR_OUTPUTS[plugin])
 
     def translate(first: Any, second: Any, *values: Any, **named: Any) -> Any:
-        attributes = dict(zip(names, values)) | named
+        attributes = dict(zip(names, values)) | named | {NAMESPACE_ATTRIBUTE: PLUGIN_NAMESPACE}
         return getattr(opset, plugin)(first, second, **attributes, _num_outputs=num_outputs)
 
     return translate

@@ -1,6 +1,9 @@
-"""Run an exported vision ONNX in onnxruntime, hivtp nodes implemented by the reference, and compare it
-with the torch backend. This checks the graph around the plugins (tower, Q/K wiring, feature layer,
-projector, attributes) on machines without TensorRT; the plugins themselves are checked on a GPU.
+"""Run an exported vision ONNX in onnxruntime and compare it with the torch backend.
+
+A plugin graph runs with its hivtp nodes implemented by the reference: this checks the graph around the
+plugins (tower, Q/K wiring, feature layer, projector, attributes) on machines without TensorRT; the
+plugins themselves are checked on a GPU. A plugin-free graph (`--select-impl onnx`) runs in a plain
+onnxruntime session, no custom op registered: the whole graph, selection included, is checked.
 
 onnxruntime-extensions (0.15) registers Python ops only in its own domain "ai.onnx.contrib" and only
 with INT64 / FLOAT / STRING attributes, so the session gets a copy of the graph whose hivtp nodes are
@@ -9,8 +12,8 @@ never changed.
 
     python -m hivtp.build.ort_check --model DIR --onnx OUT/vision/model.onnx [--image FILE ...]
 
-The HIVTPConfig comes from the export's own `hivtp.config` metadata. fp32 exports only (the ORT ops
-are declared fp32), which is what `hivtp build` writes.
+The HIVTPConfig comes from the export's own `hivtp.config` metadata. Plugin graphs: fp32 exports only
+(the ORT ops are declared fp32, `hivtp build --dtype fp32`); plugin-free graphs: fp32 or fp16.
 
 Legend: B images (crops for NeXT), Kmax kept slots, D text hidden.
 """
@@ -70,14 +73,25 @@ def ort_graph(path: str | Path) -> onnx.ModelProto:
         if node.domain != PLUGIN_NAMESPACE:
             continue
         node.domain = ORTX_DOMAIN
-        for attr in node.attribute:
+        fields = {f.name for f in fields_of(node.op_type)}
+        kept = [attr for attr in node.attribute if attr.name in fields]  # plugin_namespace is TensorRT's, not the op's
+        del node.attribute[:]
+        for attr in kept:
             if attr.type == onnx.AttributeProto.INTS:
-                attr.CopyFrom(onnx.helper.make_attribute(attr.name, ",".join(str(i) for i in attr.ints)))
+                attr = onnx.helper.make_attribute(attr.name, ",".join(str(i) for i in attr.ints))
+            node.attribute.append(attr)
     model.opset_import.append(onnx.helper.make_opsetid(ORTX_DOMAIN, 1))
     return model
 
 
+def has_plugin_nodes(path: str | Path) -> bool:
+    return any(n.domain == PLUGIN_NAMESPACE for n in onnx.load(str(path), load_external_data=False).graph.node)
+
+
 def ort_session(path: str | Path) -> ort.InferenceSession:
+    """A CPU session: plugin graphs with the reference custom ops, plugin-free graphs as they are."""
+    if not has_plugin_nodes(path):
+        return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     register_reference_ops()
     options = ort.SessionOptions()
     options.register_custom_ops_library(get_library_path())
@@ -85,9 +99,11 @@ def ort_session(path: str | Path) -> ort.InferenceSession:
 
 
 def run_vision(session: ort.InferenceSession, pixel_values: torch.Tensor) -> tuple[torch.Tensor, ...]:
-    """pixel_values [B, 3, S, S] -> features [B, Kmax, D], counts [B] int32, indices [B, Kmax] int32."""
-    outputs = session.run(None, {"pixel_values": pixel_values.float().numpy()})
-    return tuple(torch.from_numpy(x) for x in outputs)
+    """pixel_values [B, 3, S, S] -> features [B, Kmax, D] fp32, counts [B] int32, indices [B, Kmax] int32."""
+    numpy_type = np.float16 if session.get_inputs()[0].type == "tensor(float16)" else np.float32
+    outputs = session.run(None, {"pixel_values": pixel_values.float().numpy().astype(numpy_type)})
+    features, counts, indices = (torch.from_numpy(x) for x in outputs)
+    return features.float(), counts, indices
 
 
 @torch.inference_mode()

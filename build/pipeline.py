@@ -7,9 +7,9 @@ ever replaces an earlier hivtp build (hivtp.outputs.check_build_output).
 
 OUT/
     vision/model.onnx (+ model.onnx.data)  pixel_values [B, 3, S, S] -> features, counts, indices
-    vision/model.engine                    the TensorRT plan of that graph (hivtp plugins inside)
+    vision/model.engine                    the TensorRT plan of that graph (hivtp plugins inside, unless --select-impl onnx)
     vision/image_newline.safetensors       LLaVA-NeXT only: the newline row the host layout inserts
-    decoder/                               the TensorRT-LLM engine directory
+    decoder/                               the TensorRT-LLM engine directory (one rank<i>.engine per tensor-parallel rank)
     manifest.json                          see hivtp.build.manifest
 """
 
@@ -29,8 +29,10 @@ from hivtp.outputs import check_build_output
 
 SUPPORTED = {"tensorrt": ("TensorRT", "10.14"), "tensorrt_llm": ("TensorRT-LLM", "1.2.1")}
 SUPPORTED_TEXT = "TensorRT 10.14, TensorRT-LLM 1.2.1"
-DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name
+DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name (tensorrt_engine.onnx_dtype: the ONNX's)
+SELECT_IMPLS = ("plugin", "onnx")  # = hivtp.build.standard_ops.SELECT_IMPLS (this module stays light)
 PLUGIN_ENV = "HIVTP_PLUGIN_LIB"
+TEXT_LEN, NEW_TOKENS = 512, 512  # defaults of --max-text-len / --max-new-tokens (capped by the model's positions)
 
 
 @dataclass(frozen=True)
@@ -39,12 +41,14 @@ class BuildOptions:
     output: Path
     config: HIVTPConfig
     max_batch: int = 4  # prompts per decoder batch, images per vision batch (NeXT: times its most crops)
-    max_text_len: int = 512  # prompt tokens besides the visual ones
-    max_new_tokens: int = 512
-    dtype: str = "fp16"  # a DTYPES key: the engines' precision
+    max_text_len: int | None = None  # prompt tokens besides the visual ones; None: TEXT_LEN, capped (decoder_limits)
+    max_new_tokens: int | None = None  # None: NEW_TOKENS, capped (decoder_limits)
+    dtype: str = "fp16"  # a DTYPES key: the engines' precision, and the exported ONNX's dtype
     onnx_only: bool = False
     force: bool = False
     plugin_library: Path | None = None
+    select_impl: str = "plugin"  # a SELECT_IMPLS value: hivtp plugins, or standard ONNX ops (no plugin library)
+    tp_size: int = 1  # tensor-parallel ranks of the decoder engine (one engine per rank)
 
 
 def max_visual_tokens(model_config: Any, kmax: int) -> int:
@@ -86,6 +90,8 @@ def require_export_packages() -> None:
 
 def require_engine_packages() -> None:
     """One line naming the missing (or unsupported) package and the supported versions."""
+    from hivtp.build.tensorrt_engine import release_matches
+
     installed = package_versions(tuple(SUPPORTED))
     for package, (label, version) in SUPPORTED.items():
         found = installed[package]
@@ -94,8 +100,11 @@ def require_engine_packages() -> None:
                 f"the TensorRT stages need {package}, which is not installed (supported: {SUPPORTED_TEXT}); "
                 "pass --onnx-only to write only the ONNX and the manifest"
             )
-        if found != version and not found.startswith(version + "."):
-            raise ValueError(f"{label} {found} is installed; hivtp engines need {label} {version} ({SUPPORTED_TEXT})")
+        if not release_matches(found, version):
+            raise ValueError(
+                f"{label} {found} is installed; hivtp engines need a {label} {version} release "
+                f"(the installed {package} distribution's version is checked; supported: {SUPPORTED_TEXT})"
+            )
 
 
 def plugin_library(path: Path | None) -> Path:
@@ -118,20 +127,25 @@ def _builder(module: str, function: str) -> Callable[..., Any]:
         raise ValueError(f"hivtp.build.{module}.{function} is not available in this installation: {err}") from None
 
 
-def _export_stage(options: BuildOptions, vision_dir: Path) -> tuple[Any, Any]:
-    """Load the checkpoint in its own dtype, export the vision ONNX (fp32: its weights exactly), keep NeXT's newline."""
+def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
+    """Load the checkpoint, export the vision ONNX in the engine's dtype (strong typing; bf16: fp32), keep NeXT's newline."""
+    import torch
     from safetensors.torch import save_file
 
     from hivtp.build.export import export_vision
+    from hivtp.build.tensorrt_engine import onnx_dtype
     from hivtp.loading import load_llava
 
     model, _ = load_llava(options.model_dir, dtype="auto")
     vision_batch = options.max_batch * max_crops(model.config)
-    exported = export_vision(model, options.config, vision_dir / "model.onnx", vision_batch)
+    exported = export_vision(
+        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, onnx_dtype(DTYPES[options.dtype])),
+        select_impl=options.select_impl,
+    )
     if model.config.model_type == "llava_next":
         newline = model.model.image_newline.detach().float().contiguous()  # [D]
         save_file({"image_newline": newline}, str(vision_dir / "image_newline.safetensors"))
-    return exported, model.config
+    return exported
 
 
 def _engine_stages(options: BuildOptions, work: Path, exported: Any, limits: dict[str, int], bar: tqdm) -> None:
@@ -146,22 +160,54 @@ def _engine_stages(options: BuildOptions, work: Path, exported: Any, limits: dic
     _builder("trtllm_decoder", "build_decoder_engine")(
         options.model_dir, work / "decoder", dtype=trt_dtype, max_batch=options.max_batch,
         max_input_len=limits["max_input_len"], max_seq_len=limits["max_seq_len"],
-        max_multimodal_len=limits["max_multimodal_len"],
+        max_multimodal_len=limits["max_multimodal_len"], tp_size=options.tp_size,
     )
     bar.update()
 
 
 def decoder_limits(options: BuildOptions, model_config: Any, kmax: int) -> dict[str, int]:
-    """Engine sizes from the PRUNED visual token count (one image per prompt)."""
+    """Engine sizes from the PRUNED visual token count (one image per prompt), within the model's positions.
+
+    max_seq_len = --max-text-len + visual tokens + --max-new-tokens must fit the language model's
+    max_position_embeddings (trtllm-build only warns). Left at their defaults, the two are capped to
+    fit; a value the user gave that does not fit is refused with one line.
+    """
     per_image = max_visual_tokens(model_config, kmax)
-    max_input_len = options.max_text_len + per_image
+    positions = int(model_config.text_config.max_position_embeddings)
+    text, new = options.max_text_len or TEXT_LEN, options.max_new_tokens or NEW_TOKENS
+    max_input_len = text + per_image
+    max_seq_len = max_input_len + new
+    if max_seq_len > positions:
+        if options.max_text_len is not None or options.max_new_tokens is not None:
+            raise ValueError(
+                f"--max-text-len {text} + {per_image} visual tokens + --max-new-tokens {new} = {max_seq_len} tokens, "
+                f"more than the checkpoint's max_position_embeddings ({positions})"
+            )
+        if per_image + 2 > positions:
+            raise ValueError(f"{per_image} visual tokens per image leave no room for text in {positions} positions")
+        max_input_len, max_seq_len = min(max_input_len, positions - 1), positions
     return {
         "max_vision_batch": options.max_batch * max_crops(model_config),
         "max_visual_tokens_per_image": per_image,
         "max_multimodal_len": options.max_batch * per_image,
         "max_input_len": max_input_len,
-        "max_seq_len": max_input_len + options.max_new_tokens,
+        "max_seq_len": max_seq_len,
+        "max_position_embeddings": positions,
     }
+
+
+def planned_limits(options: BuildOptions, model_config: Any) -> dict[str, int]:
+    """The engine limits from the checkpoint's config, checked before any stage runs (no weights loaded)."""
+    from hivtp.plugins.geometry import selection_layout
+    from hivtp.runtime.hf import patch_grid
+
+    kmax = selection_layout(patch_grid(model_config.vision_config), options.config).kmax
+    limits = decoder_limits(options, model_config, kmax)
+    if options.tp_size != 1:
+        from hivtp.build.trtllm_decoder import check_tensor_parallel
+
+        check_tensor_parallel(model_config.text_config, options.tp_size)
+    return limits
 
 
 def build(options: BuildOptions) -> Path:
@@ -172,16 +218,21 @@ def build(options: BuildOptions) -> Path:
     model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
     options.config.check_encoder(model_config.vision_config.num_hidden_layers)
     model_type = model_config.model_type
+    if options.select_impl not in SELECT_IMPLS:
+        raise ValueError(f"select_impl must be one of {SELECT_IMPLS}, got {options.select_impl!r}")
+    if options.select_impl == "onnx" and options.plugin_library is not None:
+        raise ValueError("--plugin-lib is for the plugin graph: --select-impl onnx builds without a plugin library")
+    limits = planned_limits(options, model_config)
     if not options.onnx_only:
         require_engine_packages()
-        options = replace(options, plugin_library=plugin_library(options.plugin_library))
+        if options.select_impl == "plugin":
+            options = replace(options, plugin_library=plugin_library(options.plugin_library))
     require_export_packages()
     stages = 2 if options.onnx_only else 4
     with staging(output, options.force) as work, tqdm(total=stages, desc="hivtp build", unit="stage", disable=None) as bar:
         bar.set_postfix_str("ONNX")
         (work / "vision").mkdir()
-        exported, model_config = _export_stage(options, work / "vision")
-        limits = decoder_limits(options, model_config, exported.kmax)
+        exported = _export_stage(options, work / "vision")
         bar.update()
         if not options.onnx_only:
             _engine_stages(options, work, exported, limits, bar)
@@ -190,6 +241,7 @@ def build(options: BuildOptions) -> Path:
             "model_type": model_type, "dtype": options.dtype, "max_batch": options.max_batch, **limits,
             "kmax": exported.kmax, "grid": list(exported.grid), "image_size": exported.image_size,
             "hidden_size": exported.hidden_size, "onnx_only": options.onnx_only, "onnx": "vision/model.onnx",
+            "select_impl": options.select_impl, "tp_size": options.tp_size,
             "vision_engine": None if options.onnx_only else "vision/model.engine",
             "decoder_engine": None if options.onnx_only else "decoder",
         }

@@ -1,34 +1,60 @@
-"""The HIVTP vision engine: ONNX (CLIP tower + hivtp Score/Select plugins + projector) -> TensorRT 10.14 plan.
+"""The HIVTP vision engine: ONNX (CLIP tower + scoring + selection + projector) -> TensorRT 10.14 plan.
 
 Thin on purpose: every TensorRT call below is the documented Python binding, cited next to the call
 from NVIDIA/TensorRT tag v10.14 (commit 3b4ddc1d45f11167f2ea53dc6046bba8df800e2d). It differs from
-TensorRT-LLM 1.2.1's `tensorrt_llm/tools/multimodal_builder.py::build_trt_engine` in two ways on
-purpose: the hivtp plugin library is loaded into the registry *before* the ONNX parse (the parser
-looks plugins up by op type, so they must be registered by then), and a failed parse raises with
-every parser error (the 1.2.1 builder only logs them and builds anyway).
+TensorRT-LLM 1.2.1's `tensorrt_llm/tools/multimodal_builder.py::build_trt_engine` on purpose: the
+hivtp plugin library (when the graph has plugin nodes) is loaded into the registry *before* the ONNX
+parse (the parser looks plugins up by op type, so they must be registered by then), a failed parse
+raises with every parser error (the 1.2.1 builder only logs them and builds anyway), and the network
+is strongly typed: the precision is the exported graph's own dtype (`BuilderFlag.FP16` / `BF16` are
+deprecated since TensorRT 10.12, and TensorRT-RTX has no such flags at all).
 
 `tensorrt` is imported inside the functions: without it (or with only `tensorrt-stubs`, whose
 `tensorrt/__init__.pyi` makes `import tensorrt` succeed as an empty namespace package) building or
-loading raises ValueError with one line. The module imports nothing from hivtp so that mypy checks
-it alone against tensorrt-stubs (tests/test_trt_typecheck.py).
+loading raises ValueError with one line. `build_vision_engine(..., tensorrt_module=...)` takes another
+module with the same Python API (TensorRT-RTX's `tensorrt_rtx`): CI builds real engines with it on a
+CPU-only machine, through this very function. The module imports nothing from hivtp so that mypy
+checks it alone against tensorrt-stubs (tests/test_trt_typecheck.py).
 """
 
 from __future__ import annotations
 
 from pathlib import Path
+from types import ModuleType
 from typing import TYPE_CHECKING
+
+from packaging.version import InvalidVersion, Version
 
 if TYPE_CHECKING:
     import tensorrt
 
 SUPPORTED_TENSORRT = "10.14"
-DTYPES = ("float16", "bfloat16")
+DTYPES = ("float16", "bfloat16", "float32")  # engine precisions
+
+
+def onnx_dtype(dtype: str) -> str:
+    """The dtype the vision ONNX is exported in for a `dtype` engine: its own, except bf16 (opset 18 has no bf16 Conv)."""
+    return "float32" if dtype == "bfloat16" else dtype
 
 _loaded_libraries: dict[str, object] = {}  # resolved path -> handle: one registration per process
 
 
+def release_matches(found: str, wanted: str) -> bool:
+    """True when version `found` is a final release whose leading numbers are `wanted`'s.
+
+    "10.14" accepts 10.14.1.48; "1.2.1" accepts 1.2.1, 1.2.1.post1 and 1.2.1+cu130, and refuses 1.2.10,
+    1.2.1rc1 and 1.2 (a string prefix test would let 1.2.10 pass as 1.2.1).
+    """
+    try:
+        version = Version(found)
+    except InvalidVersion:
+        return False
+    release = tuple(int(part) for part in wanted.split("."))
+    return not (version.is_prerelease or version.is_devrelease) and version.release[: len(release)] == release
+
+
 def require_tensorrt() -> str:
-    """The installed TensorRT version; ValueError (one line) when it is missing or not 10.14."""
+    """The installed TensorRT version; ValueError (one line) when it is missing or not a 10.14 release."""
     try:
         import tensorrt as trt
     except ImportError:
@@ -39,14 +65,22 @@ def require_tensorrt() -> str:
             "(the version TensorRT-LLM 1.2.1 pins)"
         )
     version: str = trt.__version__
-    if not version.startswith(SUPPORTED_TENSORRT + "."):
-        raise ValueError(f"TensorRT {version} is installed; hivtp supports TensorRT {SUPPORTED_TENSORRT} (TensorRT-LLM 1.2.1)")
+    if not release_matches(version, SUPPORTED_TENSORRT):
+        raise ValueError(
+            f"TensorRT {version} is installed; hivtp engines need a TensorRT {SUPPORTED_TENSORRT}.x release "
+            "(tensorrt.__version__ is checked)"
+        )
     return version
 
 
-def load_plugin_library(plugin_library: Path) -> None:
-    """Register libhivtp_plugin.so's creators (Score, Select) once per process."""
-    import tensorrt as trt
+def load_plugin_library(plugin_library: Path, tensorrt_module: ModuleType | None = None) -> None:
+    """Register libhivtp_plugin.so's creators (Score, Select) once per process, in `tensorrt_module`'s registry."""
+    if TYPE_CHECKING:
+        import tensorrt as trt
+    elif tensorrt_module is None:
+        import tensorrt as trt
+    else:
+        trt = tensorrt_module
 
     path = Path(plugin_library).resolve()
     if str(path) in _loaded_libraries:
@@ -67,26 +101,34 @@ def load_plugin_library(plugin_library: Path) -> None:
 
 def _parser_errors(parser: "tensorrt.OnnxParser") -> str:
     # OnnxParser.num_errors / get_error(i) -> ParserError.desc(), node(), node_name():
-    # python/src/parsers/pyOnnx.cpp:204-205, 249-254 @v10.14
+    # python/src/parsers/pyOnnx.cpp:204-205, 249-255 @v10.14
     errors = []
     for i in range(parser.num_errors):
         error = parser.get_error(i)
-        errors.append(f"node {error.node()} ({error.node_name() or '?'}): {error.desc()}")
+        desc = " ".join(error.desc().split())  # descriptions can span lines; the error stays one line
+        errors.append(f"node {error.node()} ({error.node_name() or '?'}, {error.node_operator() or '?'}): {desc}")
     return "; ".join(errors) or "no parser error recorded"
 
 
 def build_vision_engine(
     onnx_path: Path,
     engine_path: Path,
-    plugin_library: Path,
+    plugin_library: Path | None,
     max_batch: int,
     dtype: str,
     image_shape: tuple[int, int, int],
-) -> None:
-    """Parse the vision ONNX with the hivtp plugins registered and serialize a TensorRT plan to engine_path.
+    tensorrt_module: ModuleType | None = None,
+) -> int:
+    """Parse the vision ONNX and serialize a strongly typed TensorRT plan to engine_path; returns its size in bytes.
 
-    Input 0 gets one optimisation profile over the batch: min 1, opt max(1, max_batch // 2), max max_batch,
-    each image `image_shape` = (channels, height, width). The caller places the file atomically.
+    plugin_library: libhivtp_plugin.so for a graph with hivtp plugin nodes, registered before the parse;
+    None for the plugin-free graph (`--select-impl onnx`). dtype: the engine's precision. float16 and
+    float32: a strongly typed network from a graph exported in that dtype (checked: a graph of another
+    dtype is refused, not silently built in it); bfloat16: the fp32 graph with the BF16 builder flag
+    (`onnx_dtype` says which graph each needs). Input 0 gets one optimisation profile over the
+    batch: min 1, opt max(1, max_batch // 2), max max_batch, each image `image_shape` = (channels,
+    height, width). tensorrt_module: None = TensorRT 10.14 (`import tensorrt`, version checked); or a
+    module with the same Python API (TensorRT-RTX). The caller places the file atomically.
     """
     if isinstance(max_batch, bool) or not isinstance(max_batch, int) or max_batch < 1:
         raise ValueError(f"max_batch must be a positive int, got {max_batch!r}")
@@ -96,24 +138,43 @@ def build_vision_engine(
         raise ValueError(f"image_shape must be (channels, height, width) positive ints, got {image_shape!r}")
     if not Path(onnx_path).is_file():
         raise ValueError(f"ONNX file not found: {onnx_path}")
-    require_tensorrt()
-    import tensorrt as trt
+    if TYPE_CHECKING:
+        import tensorrt as trt  # the checked API: tensorrt-stubs (tests/test_trt_typecheck.py)
+    elif tensorrt_module is None:
+        require_tensorrt()
+        import tensorrt as trt
+    else:
+        trt = tensorrt_module
 
-    load_plugin_library(plugin_library)  # before the parse: the parser resolves plugin ops by op type
+    if plugin_library is not None:
+        load_plugin_library(plugin_library, trt)  # before the parse: the parser resolves plugin ops by op type
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)  # python/src/infer/pyCore.cpp:1896
-    network = builder.create_network(0)  # pyCore.cpp:1901; TensorRT 10 networks are always explicit batch
+    # NetworkDefinitionCreationFlag.STRONGLY_TYPED (pyCore.cpp:1887; NvInfer.h kSTRONGLY_TYPED): every tensor keeps
+    # the type the ONNX gives it, so the exported graph decides the precision (BuilderFlag kFP16 / kBF16: "Deprecated
+    # in TensorRT 10.12. Superseded by strong typing.", NvInfer.h enum BuilderFlag @v10.14). Except bf16: ONNX
+    # opset 18 (the exporter's) has no bf16 Conv, so a bf16 engine is built from the fp32 graph with the BF16 flag.
+    strongly_typed = dtype != "bfloat16"
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
+    network = builder.create_network(flags)  # pyCore.cpp:1901
     parser = trt.OnnxParser(network, logger)  # python/src/parsers/pyOnnx.cpp:188
     # parse_from_file (pyOnnx.cpp:195) also finds external weights stored next to the .onnx file
     if not parser.parse_from_file(str(onnx_path)) or parser.num_errors:
         raise ValueError(f"TensorRT cannot parse {onnx_path}: {_parser_errors(parser)}")
 
-    config = builder.create_builder_config()  # pyCore.cpp:1913
-    config.set_flag(trt.BuilderFlag.FP16 if dtype == "float16" else trt.BuilderFlag.BF16)  # pyCore.cpp:1806
     image = network.get_input(0)
     dims = [image.shape[i] for i in range(len(image.shape))]  # -1 = dynamic
     if len(dims) != 4 or any(d > 0 and d != want for d, want in zip(dims[1:], image_shape)):
         raise ValueError(f"the ONNX input {image.name!r} has shape {dims}, expected [batch, *{list(image_shape)}]")
+    graph_dtype = {"float16": trt.DataType.HALF, "bfloat16": trt.DataType.FLOAT, "float32": trt.DataType.FLOAT}[dtype]
+    if image.dtype != graph_dtype:  # ITensor.dtype: python/src/infer/pyGraph.cpp:359
+        raise ValueError(
+            f"{onnx_path} was exported in {image.dtype}, but a {dtype} engine is built from a {graph_dtype} graph "
+            "(strongly typed: the graph's own dtype is the engine's precision)"
+        )
+    config = builder.create_builder_config()  # pyCore.cpp:1913
+    if not strongly_typed:
+        config.set_flag(trt.BuilderFlag.BF16)  # pyCore.cpp:1666 (deprecated, still accepted by 10.14)
     profile = builder.create_optimization_profile()  # pyCore.cpp:1909
     # IOptimizationProfile.set_shape(input, min, opt, max): pyCore.cpp:1084
     profile.set_shape(
@@ -128,21 +189,27 @@ def build_vision_engine(
         raise RuntimeError(f"TensorRT failed to build the vision engine from {onnx_path} (see the TensorRT log above)")
     with open(engine_path, "wb") as f:
         f.write(memoryview(plan))
+    return int(plan.nbytes)
 
 
-def load_vision_engine(engine_path: Path, plugin_library: Path) -> "tensorrt.ICudaEngine":
-    """Deserialize a vision plan; the plugin library is registered first (the plan holds plugin instances)."""
+def load_vision_engine(engine_path: Path, plugin_library: Path | None) -> "tensorrt.ICudaEngine":
+    """Deserialize a vision plan; a plugin graph's library is registered first (the plan holds plugin instances).
+
+    plugin_library None: a plan of the plugin-free graph (`--select-impl onnx`).
+    """
     if not Path(engine_path).is_file():
         raise ValueError(f"vision engine not found: {engine_path}")
     require_tensorrt()
     import tensorrt as trt
 
-    load_plugin_library(plugin_library)
+    if plugin_library is not None:
+        load_plugin_library(plugin_library)
     runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))  # pyCore.cpp:1950-1953
     # Runtime.deserialize_cuda_engine(bytes): pyCore.cpp:1955, keep_alive<0, 1>: the engine keeps the runtime
     engine = runtime.deserialize_cuda_engine(Path(engine_path).read_bytes())
     if engine is None:
         raise ValueError(
-            f"TensorRT cannot deserialize {engine_path}: built by another TensorRT version or for another GPU"
+            f"TensorRT could not deserialize {engine_path} (its reason is in the TensorRT log above; a plan only "
+            "loads under the TensorRT version and on the GPU kind it was built for)"
         )
     return engine

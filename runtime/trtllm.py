@@ -7,6 +7,9 @@ request gets its own prompt table and fake ids (`build_prompt_tables`) and `Mode
 runs them (streamed for `generate` / `stream`). Batches mix images, prompts and kept counts freely.
 `prefill` generates one token and leaves nothing running; `decode(n)` reruns the requests for 1 + n
 tokens (ModelRunnerCpp can neither continue nor cancel a request), so its time includes one prefill.
+A stream that its caller abandons (break, exception) is drained before control returns: the
+executor's `await_responses()` hands back replies of every request in flight, so undrained replies
+would be read by the next call as its own (`TokenStream.close`).
 
 1.2.1's `MultimodalModelRunner` (tensorrt_llm/runtime/multimodal_model_runner.py) is not used: it gives
 every request of a batch the same visual token count (`setup_fake_prompts`) and, for LLaVA-NeXT, the
@@ -22,6 +25,8 @@ read here, so equality with 1.2.1 is not verified):
   With streaming it yields dicts whose `output_ids` [B, beams, max_seq_len] hold input + tokens so far
   and `sequence_lengths` [B, beams] their lengths (`_stream` / `_fill_output`).
 TensorRT calls (vision engine) are cited from NVIDIA/TensorRT v10.14 (3b4ddc1d) python/src/infer/pyCore.cpp.
+The vision engine runs on its own CUDA stream (as TensorRT-LLM's Python runtime does): on the legacy
+default stream TensorRT adds synchronisations of its own.
 
 Legend: B requests, n images (NeXT: C crops), Kmax selection slots, D text hidden.
 """
@@ -31,7 +36,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +66,7 @@ class EngineFiles:
     vision_engine: Path
     decoder_dir: Path
     image_newline: Path | None  # LLaVA-NeXT: safetensors, key "image_newline"
-    plugin_library: Path
+    plugin_library: Path | None  # None: a plugin-free vision graph (--select-impl onnx)
 
 
 def plugin_library_path(path: str | Path | None) -> Path:
@@ -78,8 +83,11 @@ def engine_files(engine_dir: str | Path, plugin_library: str | Path | None = Non
     """Read and check engine_dir/manifest.json (`hivtp.build.manifest.check_manifest`): versions, plugin hash."""
     from hivtp.build.manifest import check_manifest
 
+    from hivtp.build.manifest import read_manifest
+
     engine_dir = Path(engine_dir)
-    library = plugin_library_path(plugin_library)
+    plugin_free = read_manifest(engine_dir)["build"].get("select_impl") == "onnx"
+    library = None if plugin_free and plugin_library is None else plugin_library_path(plugin_library)
     manifest = check_manifest(engine_dir, library)
     build = manifest["build"]
     if build.get("onnx_only") or not build.get("vision_engine") or not build.get("decoder_engine"):
@@ -107,11 +115,12 @@ def new_tokens(output_ids: torch.Tensor, sequence_lengths: torch.Tensor, input_l
 class VisionEngine:
     """The TensorRT vision plan: pixel_values [n, 3, H, W] -> features [n, Kmax, D], counts [n], indices [n, Kmax]."""
 
-    def __init__(self, engine_path: Path, plugin_library: Path) -> None:
+    def __init__(self, engine_path: Path, plugin_library: Path | None, device: torch.device) -> None:
         import tensorrt as trt
 
         self.engine = load_vision_engine(engine_path, plugin_library)  # plugin library registered first
         self.context = self.engine.create_execution_context()  # pyCore.cpp:1468
+        self.stream = torch.cuda.Stream(device)  # never the legacy default stream
         names = {self.engine.get_tensor_name(i) for i in range(self.engine.num_io_tensors)}  # pyCore.cpp:1491-1492
         missing = sorted({ENGINE_INPUT, *ENGINE_OUTPUTS} - names)
         if missing:
@@ -136,27 +145,53 @@ class VisionEngine:
             out = torch.empty(shape, dtype=self.dtypes[name], device=x.device)
             self.context.set_tensor_address(name, out.data_ptr())
             outputs.append(out)
-        stream = torch.cuda.current_stream(x.device)  # later torch work is ordered after the engine on it
-        if not self.context.execute_async_v3(stream.cuda_stream):  # pyCore.cpp:1377
+        caller = torch.cuda.current_stream(x.device)
+        self.stream.wait_stream(caller)  # x and the outputs were made on the caller's stream
+        if not self.context.execute_async_v3(self.stream.cuda_stream):  # pyCore.cpp:1377
             raise RuntimeError("the vision engine failed to enqueue (see the TensorRT log above)")
+        for tensor in (x, *outputs):
+            tensor.record_stream(self.stream)  # the allocator must not reuse them before the engine is done
+        caller.wait_stream(self.stream)  # later torch work on the caller's stream sees the outputs
         return tuple(outputs)
 
 
-@dataclass
 class TokenStream:
-    """Decoding state: the executor's streaming generator and every request's tokens so far."""
+    """Decoding state: the executor's streaming replies and every request's tokens so far.
 
-    steps: Iterator[list[list[int]]]
-    tokens: list[list[int]] = field(default_factory=list)
+    replies: what `ModelRunnerCpp.generate(..., streaming=True)` returns (one dict per executor reply);
+    each becomes every request's tokens so far. `close()` drains what the caller did not read.
+    """
+
+    def __init__(self, replies: Iterator[dict[str, Any]], input_lengths: Sequence[int]) -> None:
+        self.replies = replies
+        self.input_lengths = list(input_lengths)
+        self.tokens: list[list[int]] = []
+
+    def _read(self, reply: dict[str, Any]) -> list[list[int]]:
+        self.tokens = new_tokens(reply["output_ids"], reply["sequence_lengths"], self.input_lengths)
+        return self.tokens
+
+    def steps(self) -> Iterator[list[list[int]]]:
+        """Every request's tokens after each reply; a consumer that stops early leaves the stream drained."""
+        try:
+            for reply in self.replies:
+                yield self._read(reply)
+        finally:  # also runs when the consumer breaks out (generator close) or raises
+            self.close()
 
     def until(self, count: int) -> list[list[int]]:
-        """Pull responses until every request has `count` tokens (or the executor is done)."""
+        """Pull replies until every request has `count` tokens (or the executor is done); the rest stays unread."""
         while not self.tokens or min(len(t) for t in self.tokens) < count:
-            try:
-                self.tokens = next(self.steps)
-            except StopIteration:
+            reply = next(self.replies, None)
+            if reply is None:
                 break
+            self._read(reply)
         return self.tokens
+
+    def close(self) -> None:
+        """Read every reply still pending: the executor would hand them to the next generate() otherwise."""
+        for _ in self.replies:
+            pass
 
 
 @dataclass(frozen=True)
@@ -190,7 +225,7 @@ class TRTLLMBackend:
         self.hf_config = AutoConfig.from_pretrained(self.files.source_dir)
         self.device = torch.device("cuda")
         self.max_new_tokens = max_new_tokens  # default of generate() / stream()
-        self.vision_engine = VisionEngine(self.files.vision_engine, self.files.plugin_library)
+        self.vision_engine = VisionEngine(self.files.vision_engine, self.files.plugin_library, self.device)
         self.image_newline = self._image_newline()
         # kv_cache_free_gpu_memory_fraction < the 0.9 default: the vision engine's outputs need memory too
         self.runner = ModelRunnerCpp.from_dir(
@@ -229,9 +264,7 @@ class TRTLLMBackend:
             max_new_tokens=max_new_tokens, end_id=end_id, pad_id=self.pad_id, streaming=streaming,
             return_dict=True, output_sequence_lengths=True, top_k=1,  # greedy, like the torch backend
         )
-        lengths = [len(i) for i in ids]
-        outputs = out if streaming else iter([out])
-        return TokenStream(new_tokens(o["output_ids"], o["sequence_lengths"], lengths) for o in outputs)
+        return TokenStream(out if streaming else iter([out]), [len(i) for i in ids])
 
     def _check_limits(self, prompts: RequestPrompts, longest: int, max_new_tokens: int) -> None:
         """The engine limits as one-line errors, before the executor would raise (callmap traps 3 and 5)."""
@@ -268,7 +301,7 @@ class TRTLLMBackend:
     ) -> Iterator[list[list[int]]]:
         """Every request's tokens so far, after each executor response (stops at each request's EOS)."""
         requests = self._requests(self.vision(self.prepare(images, prompts)))
-        yield from self._start(requests, max_new_tokens or self.max_new_tokens, self.end_id, streaming=True).steps
+        yield from self._start(requests, max_new_tokens or self.max_new_tokens, self.end_id, streaming=True).steps()
 
     def generate(
         self, images: list[Image.Image], prompts: list[str], max_new_tokens: int | None = None, streaming: bool = True
@@ -279,9 +312,12 @@ class TRTLLMBackend:
         ready = time.perf_counter()
         vision = self.vision(prepared)
         stream = self._start(self._requests(vision), max_new_tokens, self.end_id, streaming)
-        stream.until(1)
-        ttft = time.perf_counter() - ready
-        tokens = stream.until(max_new_tokens + 1)  # drains the generator
+        try:
+            stream.until(1)
+            ttft = time.perf_counter() - ready
+            tokens = stream.until(max_new_tokens + 1)
+        finally:
+            stream.close()  # also on KeyboardInterrupt or an exception between the two reads
         texts = [t.strip() for t in self.processor.batch_decode(tokens, skip_special_tokens=True)]
         return Generation(texts, tokens, vision.kept_tokens.cpu(), vision.full_tokens.cpu(), ttft)
 

@@ -193,3 +193,73 @@ def test_full_build_with_tensorrt(capsys, tiny_dirs, tmp_path) -> None:
     manifest = check_manifest(out, os.environ[pipeline.PLUGIN_ENV], verify_files=True)
     assert (out / manifest["build"]["vision_engine"]).is_file() and (out / "decoder" / "config.json").is_file()
     assert json.loads((out / "decoder" / "config.json").read_text())["build_config"]["max_prompt_embedding_table_size"] == 64
+
+
+@needs_export
+def test_default_limits_fit_the_model_positions(capsys, tiny_dirs, tmp_path) -> None:
+    """Defaults (512 text + 32 visual + 512 new = 1056) exceed the tiny model's 1024 positions: capped, not built past."""
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only")
+    assert code == 0, err
+    facts = check_manifest(out)["build"]
+    assert facts["max_position_embeddings"] == 1024
+    assert facts["max_seq_len"] == 1024 and facts["max_input_len"] == 512 + 32
+
+
+@needs_export
+@pytest.mark.parametrize("argv", [["--max-new-tokens", "600"], ["--max-text-len", "1000"]])
+def test_explicit_limits_past_the_positions_are_refused(capsys, tiny_dirs, tmp_path, argv) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only", *argv)
+    assert code == 2 and "max_position_embeddings (1024)" in one_error_line(err)
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@needs_export
+def test_plugin_free_onnx_only_build(capsys, tiny_dirs, tmp_path) -> None:
+    """--select-impl onnx: no hivtp node, no plugin library, the engine dtype in the graph, tp_size recorded."""
+    import onnx
+
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava_next"], "--output", out, "--onnx-only", "--select-impl", "onnx",
+                    "--budget", "6", "--tp-size", "2", "--dtype", "bf16")
+    assert code == 0, err
+    manifest = check_manifest(out, verify_files=True)
+    facts = manifest["build"]
+    assert facts["select_impl"] == "onnx" and facts["tp_size"] == 2 and manifest["plugin_library"] is None
+    graph = onnx.load(str(out / facts["onnx"])).graph
+    assert {n.domain for n in graph.node} == {""}
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # bf16 engines: fp32 graph + BF16 flag
+
+
+@needs_export
+def test_default_export_is_in_the_engine_dtype(capsys, tiny_dirs, tmp_path) -> None:
+    import onnx
+
+    out = tmp_path / "out"
+    assert run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only")[0] == 0
+    graph = onnx.load(str(out / "vision" / "model.onnx")).graph
+    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
+    assert check_manifest(out)["build"]["select_impl"] == "plugin"
+
+
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--tp-size", "3"], "tp_size 3 does not divide the language model's num_attention_heads (4)"),
+     (["--select-impl", "onnx", "--plugin-lib", "/x/libhivtp_plugin.so"], "--select-impl onnx builds without")],
+)
+def test_build_refuses_before_any_stage(capsys, tiny_dirs, tmp_path, argv, message) -> None:
+    out = tmp_path / "out"
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only", *argv)
+    assert code == 2 and message in one_error_line(err)
+    assert not out.exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.parametrize(
+    "argv, message", [(["--tp-size", "0"], "positive integer"), (["--tp-size", "two"], "positive integer"),
+                      (["--select-impl", "triton"], "invalid choice"), (["--max-new-tokens", ""], "positive integer")],
+)
+def test_new_options_refuse_bad_values(capsys, tiny_dirs, tmp_path, argv, message) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        build_main(["--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), *argv])
+    assert exit_info.value.code == 2 and message in one_error_line(capsys.readouterr().err)

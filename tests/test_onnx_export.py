@@ -57,7 +57,8 @@ def test_graph_io_keeps_static_shapes(exported, kind, mode) -> None:
 
 @pytest.mark.parametrize("mode", list(CONFIGS))
 def test_plugin_contract(exported, mode) -> None:
-    """Domain = namespace, op type = plugin name, attributes = plugin fields (names, INT/INTS/FLOAT, values)."""
+    """Domain = namespace = plugin_namespace attribute, op type = plugin name, other attributes = plugin fields
+    (names, INT/INTS/FLOAT, values)."""
     path, _ = exported["llava", mode]
     model = onnx.load(str(path))
     assert {(o.domain, o.version) for o in model.opset_import} >= {("", ONNX_OPSET), (pf.PLUGIN_NAMESPACE, 1)}
@@ -67,8 +68,12 @@ def test_plugin_contract(exported, mode) -> None:
     expected = pf.encode(CONFIGS[mode], grid=(8, 8))
     for node in nodes:
         fields = pf.fields_of(node.op_type)
-        assert sorted(a.name for a in node.attribute) == sorted(f.name for f in fields), node.op_type
         attrs = {a.name: a for a in node.attribute}
+        # the parser's fallback importer tries namespace "" before the node's domain unless this attribute is set
+        namespace = attrs.pop(ops.NAMESPACE_ATTRIBUTE, None)
+        assert namespace is not None and namespace.type == onnx.AttributeProto.STRING, node.op_type
+        assert namespace.s.decode() == pf.PLUGIN_NAMESPACE
+        assert sorted(attrs) == sorted(f.name for f in fields), node.op_type
         for f in fields:
             assert attrs[f.name].type == ONNX_TYPES[f.onnx_type], f"{node.op_type}.{f.name}"
             assert onnx.helper.get_attribute_value(attrs[f.name]) == pytest.approx(expected[node.op_type][f.name])

@@ -84,7 +84,7 @@ def test_vision_load_without_tensorrt_is_one_line(vision_args) -> None:
 
 @pytest.mark.parametrize(
     "change, match",
-    [({"max_batch": 0}, "max_batch must be"), ({"dtype": "float32"}, "dtype must be one of"),
+    [({"max_batch": 0}, "max_batch must be"), ({"dtype": "float64"}, "dtype must be one of"),
      ({"image_shape": (3, 112)}, "image_shape must be"), ({"onnx_path": Path("/nonexistent.onnx")}, "ONNX file not found")],
 )
 def test_vision_build_checks_arguments_before_tensorrt(vision_args, change, match) -> None:
@@ -169,6 +169,22 @@ def test_engine_files_reads_the_build_manifest(tiny_dirs, tmp_path, monkeypatch)
         engine_files(out, library)
 
 
+def test_a_plugin_free_build_needs_no_plugin_library(tiny_dirs, tmp_path, monkeypatch) -> None:
+    from hivtp.build.manifest import write_manifest
+    from hivtp.config import HIVTPConfig
+
+    out = tmp_path / "engines"
+    (out / "vision").mkdir(parents=True)
+    build = {"model_type": "llava", "kmax": 32, "onnx_only": False, "vision_engine": "vision/model.engine",
+             "decoder_engine": "decoder", "select_impl": "onnx"}
+    write_manifest(out, config=HIVTPConfig(), model_dir=tiny_dirs["llava"], build=build)
+    monkeypatch.delenv(trtllm.PLUGIN_ENV, raising=False)
+    assert engine_files(out).plugin_library is None
+    write_manifest(out, config=HIVTPConfig(), model_dir=tiny_dirs["llava"], build={**build, "select_impl": "plugin"})
+    with pytest.raises(ValueError, match=trtllm.PLUGIN_ENV):
+        engine_files(out)
+
+
 def test_plugin_library_is_required(tmp_path, monkeypatch) -> None:
     monkeypatch.delenv(trtllm.PLUGIN_ENV, raising=False)
     with pytest.raises(ValueError, match=trtllm.PLUGIN_ENV):
@@ -189,12 +205,66 @@ def test_new_tokens_cuts_input_and_padding() -> None:
     assert new_tokens(output_ids, lengths, [3, 2]) == [[40, 41], [42]]
 
 
+def executor_replies(token_lists: list[list[list[int]]], read: list[int]):
+    """What ModelRunnerCpp's streaming generate yields: per reply, output_ids [B, 1, S] (input ids, then the tokens
+    so far, then padding) and sequence_lengths [B, 1]; `read` counts the replies taken from the executor."""
+    for step in token_lists:
+        read.append(1)
+        width = 1 + max(len(t) for t in step)
+        ids = torch.tensor([[[7] + t + [-1] * (width - 1 - len(t))] for t in step])  # input: one id (7)
+        yield {"output_ids": ids, "sequence_lengths": torch.tensor([[1 + len(t)] for t in step])}
+
+
+STEPS = [[[1], []], [[1, 2], [3]], [[1, 2, 4], [3, 5]]]
+
+
 def test_token_stream_pulls_until_every_request_has_enough() -> None:
-    steps = iter([[[1], []], [[1, 2], [3]], [[1, 2, 4], [3, 5]]])
-    stream = TokenStream(steps)
-    assert stream.until(1) == [[1, 2], [3]]
+    read: list[int] = []
+    stream = TokenStream(executor_replies(STEPS, read), [1, 1])
+    assert stream.until(1) == [[1, 2], [3]] and len(read) == 2  # the rest stays unread
     assert stream.until(2) == [[1, 2, 4], [3, 5]]
     assert stream.until(9) == [[1, 2, 4], [3, 5]]  # the executor finished: what there is
+
+
+def test_a_consumer_that_breaks_out_leaves_no_reply_unread() -> None:
+    """An abandoned stream must not leave replies for the executor's next await_responses() (the next request)."""
+    read: list[int] = []
+    stream = TokenStream(executor_replies(STEPS, read), [1, 1])
+    for tokens in stream.steps():
+        assert tokens == [[1], []]
+        break
+    assert len(read) == len(STEPS), "replies left in the executor would be read by the next generate()"
+
+
+def test_a_consumer_that_raises_leaves_no_reply_unread() -> None:
+    read: list[int] = []
+    stream = TokenStream(executor_replies(STEPS, read), [1, 1])
+    with pytest.raises(KeyError):
+        for _ in stream.steps():
+            raise KeyError("consumer failed")
+    assert len(read) == len(STEPS)
+    assert list(stream.steps()) == [] and len(read) == len(STEPS)  # closing twice reads nothing more
+
+
+def test_backend_stream_drains_what_its_consumer_abandons() -> None:
+    """TRTLLMBackend.stream delegates to TokenStream.steps, so breaking out of it drains the executor too."""
+    import inspect
+
+    source = inspect.getsource(TRTLLMBackend.stream)
+    assert ".steps()" in source and "yield from" in source
+
+
+def test_vision_engine_never_enqueues_on_the_current_stream() -> None:
+    """TensorRT synchronises more on the legacy default stream; the engine gets its own (a GPU test runs it)."""
+    import ast
+    import inspect
+
+    tree = ast.parse(inspect.getsource(trtllm.VisionEngine))
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and getattr(n.func, "attr", "") == "execute_async_v3"]
+    assert len(calls) == 1
+    assert ast.unparse(calls[0].args[0]) == "self.stream.cuda_stream"
+    created = [n for n in ast.walk(tree) if isinstance(n, ast.Call) and ast.unparse(n.func) == "torch.cuda.Stream"]
+    assert created, "VisionEngine must create its own torch.cuda.Stream"
 
 
 # ---- need the real packages, a GPU and build outputs --------------------------------------------
@@ -216,3 +286,13 @@ def test_batch_rows_equal_requests_alone(two_images) -> None:
     for b in range(2):
         alone = backend.generate(two_images[b : b + 1], prompts[b : b + 1], 6)
         assert alone.tokens[0] == both.tokens[b] and int(alone.kept_tokens[0]) == int(both.kept_tokens[b])
+
+
+@pytest.mark.skipif(not HAVE_TRTLLM or not ENGINES or not torch.cuda.is_available(),
+                    reason="tensorrt_llm 1.2.1 not installed (or no GPU, or HIVTP_ENGINE_DIR unset)")
+def test_vision_engine_runs_on_its_own_stream(two_images) -> None:
+    backend = TRTLLMBackend(ENGINES, max_new_tokens=2)
+    own = backend.vision_engine.stream
+    assert own.cuda_stream not in (0, torch.cuda.current_stream().cuda_stream, torch.cuda.default_stream().cuda_stream)
+    vision = backend.vision(backend.prepare(two_images, ["describe the picture"] * 2))
+    assert int(vision.kept_tokens.sum()) > 0

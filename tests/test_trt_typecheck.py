@@ -108,11 +108,11 @@ def test_tensorrt_engine_type_checks_against_the_stubs(stubs: Path, tmp_path: Pa
 def test_the_stubs_are_really_consulted(stubs: Path, tmp_path: Path) -> None:
     source = TARGET.read_text()
     broken = source.replace("parser.parse_from_file(str(onnx_path))", "parser.parse_from_file(onnx_path)")
-    broken = broken.replace("config.set_flag(", "config.set_flags(")
+    broken = broken.replace("config.add_optimization_profile(", "config.add_optimization_profiles(")
     assert broken.count("onnx_path)") and broken != source
     target = tmp_path / "broken_engine.py"
     target.write_text(broken)
     done = run_mypy(target, stubs, tmp_path)
     assert done.returncode != 0
     assert '"parse_from_file" of "OnnxParser" has incompatible type "Path"' in done.stdout, done.stdout
-    assert '"IBuilderConfig" has no attribute "set_flags"' in done.stdout, done.stdout
+    assert '"IBuilderConfig" has no attribute "add_optimization_profiles"' in done.stdout, done.stdout
