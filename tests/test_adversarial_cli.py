@@ -152,6 +152,10 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["build", "--model", LLAVA, "--output", "o", "--max-batch", "1000000"], "at most"),
     (["build", "--model", LLAVA, "--output", "o", "--max-text-len", "0"], "positive integer"),
     (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--plugin-lib", "x.so"], "no effect with --onnx-only"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--tp-size", "2"], "no effect with --onnx-only"),
+    (["build", "--model", LLAVA, "--output", "o", "--tp-size", "3"], "does not divide"),
+    (["build", "--model", LLAVA, "--output", "o", "--select-impl", "onnx", "--plugin-lib", "x.so"], "builds without"),
+    (["build", "--model", LLAVA, "--output", "o", "--max-text-len", "5000"], "max_position_embeddings"),
     (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--score-layers", "3,40"], "go beyond"),
 ]
 

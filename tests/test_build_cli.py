@@ -217,16 +217,16 @@ def test_explicit_limits_past_the_positions_are_refused(capsys, tiny_dirs, tmp_p
 
 @needs_export
 def test_plugin_free_onnx_only_build(capsys, tiny_dirs, tmp_path) -> None:
-    """--select-impl onnx: no hivtp node, no plugin library, the engine dtype in the graph, tp_size recorded."""
+    """--select-impl onnx: no hivtp node, no plugin library, the engine dtype in the graph."""
     import onnx
 
     out = tmp_path / "out"
     code, err = run(capsys, "--model", tiny_dirs["llava_next"], "--output", out, "--onnx-only", "--select-impl", "onnx",
-                    "--budget", "6", "--tp-size", "2", "--dtype", "bf16")
+                    "--budget", "6", "--dtype", "bf16")
     assert code == 0, err
     manifest = check_manifest(out, verify_files=True)
     facts = manifest["build"]
-    assert facts["select_impl"] == "onnx" and facts["tp_size"] == 2 and manifest["plugin_library"] is None
+    assert facts["select_impl"] == "onnx" and facts["tp_size"] == 1 and manifest["plugin_library"] is None
     graph = onnx.load(str(out / facts["onnx"])).graph
     assert {n.domain for n in graph.node} == {""}
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # bf16 engines: fp32 graph + BF16 flag
@@ -249,8 +249,9 @@ def test_default_export_is_in_the_engine_dtype(capsys, tiny_dirs, tmp_path) -> N
      (["--select-impl", "onnx", "--plugin-lib", "/x/libhivtp_plugin.so"], "--select-impl onnx builds without")],
 )
 def test_build_refuses_before_any_stage(capsys, tiny_dirs, tmp_path, argv, message) -> None:
+    """Checked before the TensorRT packages are even looked for (so this runs without them)."""
     out = tmp_path / "out"
-    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only", *argv)
+    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, *argv)
     assert code == 2 and message in one_error_line(err)
     assert not out.exists() and not leftovers(tmp_path)
 

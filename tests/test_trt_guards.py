@@ -43,6 +43,17 @@ PLUGIN = os.environ.get("HIVTP_PLUGIN_LIB")
 ENGINES = os.environ.get("HIVTP_ENGINE_DIR")
 
 
+def lacking(package: str, have: bool, env: str) -> str:
+    """The skip reason: exactly what this machine lacks for a real-engine test ('' when nothing)."""
+    lacks = [f"{package} (not installed)" * (not have), "a CUDA GPU (none here)" * (not torch.cuda.is_available()),
+             f"${env} (not set)" * (not os.environ.get(env))]
+    return "needs " + ", ".join(x for x in lacks if x) if any(lacks) else ""
+
+
+NO_TRT_RUN = lacking("tensorrt 10.14", HAVE_TRT, "HIVTP_PLUGIN_LIB")
+NO_TRTLLM_RUN = lacking("tensorrt_llm 1.2.1", HAVE_TRTLLM, "HIVTP_ENGINE_DIR")
+
+
 def one_line(err: pytest.ExceptionInfo[ValueError]) -> str:
     message = str(err.value)
     assert "\n" not in message, message
@@ -270,15 +281,13 @@ def test_vision_engine_never_enqueues_on_the_current_stream() -> None:
 # ---- need the real packages, a GPU and build outputs --------------------------------------------
 
 
-@pytest.mark.skipif(not HAVE_TRT or not PLUGIN or not torch.cuda.is_available(),
-                    reason="tensorrt 10.14 not installed (or no GPU, or HIVTP_PLUGIN_LIB unset)")
+@pytest.mark.skipif(bool(NO_TRT_RUN), reason=NO_TRT_RUN)
 def test_parse_errors_are_listed(vision_args) -> None:
     with pytest.raises(ValueError, match="cannot parse .*node"):
         build_vision_engine(**{**vision_args, "plugin_library": Path(PLUGIN)})
 
 
-@pytest.mark.skipif(not HAVE_TRTLLM or not ENGINES or not torch.cuda.is_available(),
-                    reason="tensorrt_llm 1.2.1 not installed (or no GPU, or HIVTP_ENGINE_DIR unset)")
+@pytest.mark.skipif(bool(NO_TRTLLM_RUN), reason=NO_TRTLLM_RUN)
 def test_batch_rows_equal_requests_alone(two_images) -> None:
     backend = TRTLLMBackend(ENGINES, max_new_tokens=8)
     prompts = ["what color is the circle ?", "describe the picture"]
@@ -288,8 +297,7 @@ def test_batch_rows_equal_requests_alone(two_images) -> None:
         assert alone.tokens[0] == both.tokens[b] and int(alone.kept_tokens[0]) == int(both.kept_tokens[b])
 
 
-@pytest.mark.skipif(not HAVE_TRTLLM or not ENGINES or not torch.cuda.is_available(),
-                    reason="tensorrt_llm 1.2.1 not installed (or no GPU, or HIVTP_ENGINE_DIR unset)")
+@pytest.mark.skipif(bool(NO_TRTLLM_RUN), reason=NO_TRTLLM_RUN)
 def test_vision_engine_runs_on_its_own_stream(two_images) -> None:
     backend = TRTLLMBackend(ENGINES, max_new_tokens=2)
     own = backend.vision_engine.stream
