@@ -154,3 +154,55 @@ def test_a_bad_option_fails_the_run_with_one_clear_error(tmp_path) -> None:
     assert done.returncode != 0
     assert "ValueError: hivtp_llava: bad HIVTP model_args: budget must be a positive int or None, got -4" in done.stdout + done.stderr
     assert not list(tmp_path.glob("out/*/*_results.json"))
+
+
+def shapes_doc(index: int) -> dict[str, Any]:
+    sample = held_out(SHAPES_QUESTIONS)[index]
+    return {"image": sample.image(), "question": sample.question, "answer": sample.answer, "kind": sample.kind}
+
+
+def chat_messages(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    return [{"role": "user", "content": [{"type": "image", "url": doc["image"]}, {"type": "text", "text": doc["question"]}]}]
+
+
+def request(kind: str, arguments: tuple, doc_id: int = 0) -> Any:
+    from lmms_eval.api.instance import Instance
+
+    return Instance(kind, arguments, idx=0, metadata={"task": "t", "doc_id": doc_id, "repeats": 1})
+
+
+def test_a_failing_generation_fails_the_run(monkeypatch) -> None:
+    """llava_hf catches the error and scores '' for it; hivtp_llava raises once the batch is done."""
+    from hivtp.lmms.llava_hf import HivtpLlava
+
+    lmm = HivtpLlava(pretrained=str(shipped_model("llava")), device="cpu", budget=16)
+    lmm.task_dict = {"t": {"test": [shapes_doc(0), shapes_doc(1)]}}
+    requests = [request("generate_until", ("", chat_messages, {"max_new_tokens": 1}, i, "t", "test"), i) for i in (0, 1)]
+    assert [r.text for r in lmm.generate_until(requests)] == ["two", "no"]  # hivtp_shapes docs 0 and 1 at budget 16
+
+    def broken(*args: Any, **kwargs: Any) -> None:
+        raise ValueError("image tokens and image features do not match: tokens 0, features 64")
+
+    monkeypatch.setattr(lmm._model, "prune", broken)
+    with pytest.raises(RuntimeError, match=r"hivtp_llava: 2 of 2 generations failed .*ValueError: image tokens and image"):
+        lmm.generate_until(requests)
+
+
+def test_loglikelihood_with_every_patch_kept_is_llava_hfs() -> None:
+    from lmms_eval.models.simple.llava_hf import LlavaHf
+
+    from hivtp.lmms.llava_hf import HivtpLlavaSimple
+
+    pretrained = str(shipped_model("llava_next"))
+    stock = LlavaHf(pretrained=pretrained, device="cpu", device_map="cpu")
+    kept = HivtpLlavaSimple(pretrained=pretrained, budget=EVERY_PATCH)
+    pruned = HivtpLlavaSimple(pretrained=pretrained, budget=4)
+    docs = [shapes_doc(i) for i in range(5)]
+    results = {}
+    for name, lmm in (("stock", stock), ("kept", kept), ("pruned", pruned)):
+        lmm.task_dict = {"t": {"test": docs}}
+        results[name] = lmm.loglikelihood([request("loglikelihood", (d["question"], d["answer"], lambda doc: [doc["image"]], i, "t", "test"), i)
+                                           for i, d in enumerate(docs)])
+    assert [flag for _, flag in results["kept"]] == [flag for _, flag in results["stock"]]
+    assert [loss for loss, _ in results["kept"]] == pytest.approx([loss for loss, _ in results["stock"]], rel=1e-4)
+    assert [loss for loss, _ in results["pruned"]] != pytest.approx([loss for loss, _ in results["stock"]], rel=1e-4)

@@ -129,6 +129,19 @@ def test_entry_point_and_task_folder() -> None:
     assert {p.name for p in (folder / SHAPES_TASK).iterdir()} >= {f"{SHAPES_TASK}.yaml", "utils.py", "shapes.parquet"}
     printed = subprocess.run([sys.executable, "-m", "hivtp.lmms"], capture_output=True, text=True, timeout=60)
     assert printed.returncode == 0 and printed.stdout == f"{folder}\n"
+    refused = subprocess.run([sys.executable, "-m", "hivtp.lmms", "--tasks"], capture_output=True, text=True, timeout=60)
+    assert refused.returncode == 2 and refused.stdout == "" and refused.stderr.startswith("hivtp: error: unrecognized arguments")
+
+
+def test_missing_task_folder_is_one_line(monkeypatch, capsys) -> None:
+    import hivtp.lmms.__main__ as cli
+
+    def missing() -> None:
+        raise ValueError("hivtp's lmms-eval tasks are missing")
+
+    monkeypatch.setattr(cli, "tasks_dir", missing)
+    assert cli.main([]) == 2
+    assert capsys.readouterr().err == "hivtp: error: hivtp's lmms-eval tasks are missing\n"
 
 
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])

@@ -2,11 +2,24 @@
 
 import sys
 
-from hivtp.lmms import tasks_dir
+from hivtp.args import OneLineParser
+from hivtp.lmms import SHAPES_TASK, tasks_dir
 
-if __name__ == "__main__":
+
+def main(argv: list[str] | None = None) -> int:
+    parser = OneLineParser(
+        prog="python -m hivtp.lmms",
+        description=f"Print the folder that holds hivtp's lmms-eval task {SHAPES_TASK!r}, for "
+                    f"`python -m lmms_eval --include_path \"$(python -m hivtp.lmms)\" --tasks {SHAPES_TASK} ...`.",
+    )
+    parser.parse_args(argv)
     try:
         print(tasks_dir())
     except ValueError as err:
         print(f"hivtp: error: {err}", file=sys.stderr)
-        sys.exit(2)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
