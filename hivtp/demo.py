@@ -43,11 +43,17 @@ IMAGE_SIDE, PATCH = 112, 14  # an 8x8 patch grid: 64 patches + CLS
 NEXT_PINPOINTS = [[112, 224], [224, 112], [224, 224]]
 # "USER: question <image> ASSISTANT:": text before the image, so the image tokens can see the question
 # under causal attention, which the shipped models' training relies on (scripts/train_tiny_llava.py).
-# LLaVA-1.5's own training data puts <image> before or after the question.
+# LLaVA-1.5's own training data puts <image> before or after the question. Content may be a list of
+# parts (processors, lmms-eval's chat llava_hf) or one string with its own "<image>" tokens (lmms-eval's
+# simple llava_hf sends "<image>\nquestion"): both render the same, text first.
 CHAT_TEMPLATE = (
     "{% for m in messages %}{{ m['role'].upper() }}: "
+    "{% if m['content'] is string %}"
+    "{{ m['content'].replace('<image>', '').strip() }} {% for _ in range(m['content'].count('<image>')) %}<image> {% endfor %}"
+    "{% else %}"
     "{% for c in m['content'] %}{% if c['type'] == 'text' %}{{ c['text'] }} {% endif %}{% endfor %}"
-    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% endif %}{% endfor %}{% endfor %}"
+    "{% for c in m['content'] %}{% if c['type'] == 'image' %}<image> {% endif %}{% endfor %}"
+    "{% endif %}{% endfor %}"
     "{% if add_generation_prompt %}ASSISTANT:{% endif %}"
 )
 
