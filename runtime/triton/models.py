@@ -146,6 +146,8 @@ class Preprocessing(PythonModel):
         from hivtp.generate import build_prompt
 
         limits = self.limits
+        if x["QUERY"] is None:
+            raise ValueError("text_input is missing: send a question about the image")
         prompt = text_of(optional_scalar(x["QUERY"]), "text_input")
         if not prompt.strip():
             raise ValueError("text_input is empty: send a question about the image")
@@ -177,9 +179,11 @@ def _has_generation_config(path: str) -> bool:
 
 def decode_image(data: np.ndarray | None, max_bytes: int, max_pixels: int) -> Any:
     """Encoded image file bytes (PNG, JPEG, ...) -> RGB PIL image, refusing what is not an image or too big."""
-    from PIL import Image
+    from PIL import Image, UnidentifiedImageError
 
-    if data is None or data.size == 0:
+    if data is None:
+        raise ValueError("image_bytes_input is missing: send the bytes of an image file")
+    if data.size == 0:
         raise ValueError("image_bytes_input is empty: send the bytes of an image file")
     if data.size > max_bytes:
         raise ValueError(f"image_bytes_input has {data.size} bytes, this server takes at most {max_bytes}")
@@ -190,7 +194,9 @@ def decode_image(data: np.ndarray | None, max_bytes: int, max_pixels: int) -> An
             return image.convert("RGB")
     except ValueError:
         raise
-    except Exception as err:  # PIL raises many types for bad files (UnidentifiedImageError, OSError, SyntaxError, ...)
+    except UnidentifiedImageError:
+        raise ValueError("image_bytes_input is not an image file PIL can read") from None
+    except Exception as err:  # PIL raises many types for damaged files (OSError, SyntaxError, DecompressionBombError, ...)
         raise ValueError(f"image_bytes_input is not a readable image: {one_line(err)}") from None
 
 
