@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import io
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -33,14 +32,9 @@ def serving_setup() -> tuple[Path, Path]:
 
 
 def free_ports() -> Ports:
-    sockets = [socket.socket() for _ in range(3)]
-    try:
-        for s in sockets:
-            s.bind((HOST, 0))
-        return Ports(*(s.getsockname()[1] for s in sockets))
-    finally:
-        for s in sockets:
-            s.close()
+    from hivtp.runtime.triton.server import free_ports as pick
+
+    return pick(HOST)
 
 
 def png_bytes(image) -> bytes:  # type: ignore[no-untyped-def]

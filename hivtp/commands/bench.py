@@ -13,7 +13,8 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
-    parser.add_argument("--stage", choices=("e2e", "select", "score"), default="e2e", help="what to time")
+    parser.add_argument("--stage", choices=("e2e", "select", "score", "serve"), default="e2e",
+                        help="what to time (serve: a Triton server on loopback, torch flavour; default model: the shipped tiny one)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
     source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
@@ -34,11 +35,27 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
     parser.add_argument("--prompt", default="describe the picture .", help="prompt of every request")
     parser.add_argument("--out-dir", type=path, default="results/bench", help="folder for the JSON and PNG")
+    serve = parser.add_argument_group("--stage serve")
+    serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")
+    serve.add_argument("--requests", type=positive_int, default=64, help="requests per point (at least 2 x concurrency)")
+    serve.add_argument("--time-limit", type=positive_int, default=120, help="seconds per point; no new request after it")
+    serve.add_argument("--instances", type=positive_int, default=1, help="server instances per model")
+    serve.add_argument("--max-batch", type=positive_int, default=8, help="server dynamic batching: most requests per execution")
+    serve.add_argument("--queue-delay-us", type=non_negative_int, default=2000, help="server dynamic batching delay")
+    serve.add_argument("--tritonserver", type=path, help="tritonserver binary (default: as hivtp serve finds it)")
+    serve.add_argument("--python-env", type=path, help="environment of the server's Python backend (default: as hivtp serve)")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 
 
 def run(args: argparse.Namespace) -> None:
+    if args.stage == "serve":
+        if args.random_init or args.backend != "torch":
+            raise ValueError("--stage serve serves a checkpoint (--model DIR, default: the shipped tiny model) with the torch flavour")
+        from hivtp.runtime.triton.bench import run_serve_bench
+
+        run_serve_bench(args)
+        return
     if args.backend == "torch" and not (args.model or args.random_init):
         raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
     if args.backend == "trtllm" and args.stage != "e2e":

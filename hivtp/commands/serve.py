@@ -63,9 +63,8 @@ def run(args: argparse.Namespace) -> None:
         write_repository(args.repository_only, options, force=args.force)
         print(f"wrote {args.repository_only}")
         return
-    env = args.python_env or (Path(os.environ["HIVTP_SERVE_PYTHON_ENV"]) if os.environ.get("HIVTP_SERVE_PYTHON_ENV") else None)
     ports = Ports(args.http_port, args.grpc_port, args.metrics_port)
     if len(set(ports.all().values())) != 3:
         raise ValueError(f"the HTTP, gRPC and metrics ports must differ, got {ports.http}, {ports.grpc}, {ports.metrics}")
-    launch = LaunchOptions(args.host, ports, args.tritonserver, env, float(args.start_timeout), options.plugin_library)
+    launch = LaunchOptions(args.host, ports, args.tritonserver, args.python_env, float(args.start_timeout), options.plugin_library)
     serve(options, launch)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import sys
@@ -28,8 +29,10 @@ class LaunchOptions:
     log_verbose: int = 0
 
 
-def current_env() -> Path:
-    return Path(sys.prefix)
+def serving_env() -> Path:
+    """The environment the Python backend stub runs: $HIVTP_SERVE_PYTHON_ENV, else this interpreter's."""
+    chosen = os.environ.get("HIVTP_SERVE_PYTHON_ENV")
+    return Path(chosen) if chosen else Path(sys.prefix)
 
 
 class Stop(Exception):
@@ -59,7 +62,7 @@ def running_server(options: ServeOptions, launch: LaunchOptions, work: Path) -> 
     """A started, ready server for `options` in scratch folder `work`; stopped (no processes, no shm) on exit."""
     check_ports_free(launch.host, launch.ports)
     server_binary = find_tritonserver(launch.tritonserver)
-    python_env = launch.python_env or current_env()
+    python_env = launch.python_env or serving_env()
     repository = work / "repository"
     models = write_repository(repository, options)
     backends = backend_directory(server_binary, python_env, work)

@@ -47,6 +47,18 @@ class Ports:
         return {"HTTP": self.http, "gRPC": self.grpc, "metrics": self.metrics}
 
 
+def free_ports(host: str) -> Ports:
+    """Three ports nobody listens on now (the OS picks them); for benchmarks and tests."""
+    sockets = [socket.socket() for _ in range(3)]
+    try:
+        for s in sockets:
+            s.bind((host, 0))
+        return Ports(*(s.getsockname()[1] for s in sockets))
+    finally:
+        for s in sockets:
+            s.close()
+
+
 def check_ports_free(host: str, ports: Ports) -> None:
     """One line naming the first port someone already listens on (a second `hivtp serve`, another server)."""
     for label, port in ports.all().items():
