@@ -19,6 +19,7 @@ from __future__ import annotations
 import io
 import json
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -172,8 +173,6 @@ class Preprocessing(PythonModel):
 
 
 def _has_generation_config(path: str) -> bool:
-    from pathlib import Path
-
     return (Path(path) / "generation_config.json").is_file()
 
 
@@ -282,6 +281,62 @@ class TorchVision(VisionModel):
         if self.model.config.model_type != "llava_next":
             x.pop("image_sizes")
         return TorchBackend(self.model, self.processor, config).vision(Prepared(x))
+
+
+class EngineVision(VisionModel):
+    """Engine flavour: the vision plan (model vision_encoder) through BLS, then the host layout and prompt
+    tables of `runtime/trtllm.py` (`pruned_layout`, `build_prompt_tables`), tables in the engine's fp16.
+
+    The plan was built for one HIVTPConfig (the plugin fields are build-time constants): a request
+    asking for another pruning gets a clean error.
+    """
+
+    table_dtype = torch.float16
+
+    def setup(self) -> None:
+        from transformers import AutoConfig
+
+        from hivtp.runtime.layout import pad_id_of
+        from hivtp.runtime.triton.engine_repository import engine_facts, vocab_size
+
+        engine_dir = Path(self.params["engine_dir"])
+        facts = engine_facts(engine_dir)
+        self.hf_config = AutoConfig.from_pretrained(facts["source"])
+        self.vocab_size = vocab_size(engine_dir, self.hf_config)
+        self.pad_id = pad_id_of(self.hf_config)
+        self.built = facts["hivtp_config"].get("budget") or 0
+        self.max_batch = int(facts["max_vision_batch"])
+        self.image_newline = None
+        if facts["model_type"] == "llava_next":
+            from safetensors.torch import load_file
+
+            self.image_newline = load_file(str(engine_dir / "vision" / "image_newline.safetensors"))["image_newline"]
+        self.run_plan = self.bls_plan
+
+    def vision(self, inputs: dict[str, torch.Tensor], pruning: int) -> Any:
+        from hivtp.runtime.prompt_table import pruned_layout
+
+        if pruning != self.built:
+            built = "paper mode" if self.built == 0 else f"budget {self.built}"
+            raise ValueError(f"this server's vision engine was built for {built}: per-request pruning other than "
+                             "that needs another `hivtp build` (or the torch flavour)")
+        return pruned_layout(inputs, self.hf_config, self.run_plan, self.image_newline)
+
+    def bls_plan(self, pixel_values: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """pixel_values [n, 3, S, S] -> the plan's features [n, Kmax, D], counts [n], indices [n, Kmax], in chunks."""
+        parts = []
+        for chunk in pixel_values.split(self.max_batch):
+            request = pb().InferenceRequest(
+                model_name=self.params["vision_model_name"], requested_output_names=["features", "counts", "indices"],
+                inputs=[pb().Tensor("pixel_values", chunk.float().cpu().numpy())],
+            )
+            reply = request.exec()
+            if reply.has_error():
+                raise RuntimeError(f"vision_encoder failed: {reply.error().message()}")
+            parts.append([torch.from_numpy(pb().get_output_tensor_by_name(reply, name).as_numpy())
+                          for name in ("features", "counts", "indices")])
+        features, counts, indices = (torch.cat([p[i] for p in parts]) for i in range(3))
+        return features, counts.reshape(-1), indices
 
 
 class TorchLLM(PythonModel):

@@ -234,18 +234,20 @@ def write_repository(directory: Path, options: ServeOptions, force: bool = False
     directory = Path(directory)
     if directory.exists() and not force:
         raise ValueError(f"{directory} exists: pass --force to replace it")
+    files = {}
+    if options.flavour == "engine":
+        from hivtp.runtime.triton.engine_repository import PLAN_FILE, model_files
+
+        files = {f"{name}/1/{PLAN_FILE}": source for name, source in model_files(options).items()}
     with staging(directory.resolve()) as work:
         for name, (config, code) in models.items():
             (work / name / "1").mkdir(parents=True)
             (work / name / "config.pbtxt").write_text(config)
             if code is not None:
                 (work / name / "1" / "model.py").write_text(code)
+        for target, source in files.items():
+            shutil.copyfile(source, work / target)
     return models
-
-
-def copy_plan(source: Path, target: Path) -> None:
-    """The vision plan goes into the repository as vision_encoder/1/model.plan (Triton's default file name)."""
-    shutil.copyfile(source, target)
 
 
 def read_parameters(args: dict[str, Any]) -> dict[str, str]:

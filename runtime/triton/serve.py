@@ -66,8 +66,16 @@ def running_server(options: ServeOptions, launch: LaunchOptions, work: Path) -> 
     repository = work / "repository"
     models = write_repository(repository, options)
     backends = backend_directory(server_binary, python_env, work)
-    extra = (f"tensorrt,plugins={launch.plugin_library}",) if launch.plugin_library else ()
+    extra: tuple[str, ...] = ()
+    if options.flavour == "engine":
+        if launch.plugin_library is None:
+            raise ValueError("the vision engine needs the hivtp plugin library: pass --plugin-lib PATH or set HIVTP_PLUGIN_LIB")
+        extra = (f"tensorrt,plugins={launch.plugin_library}",)  # tensorrt_backend README, "Command-line Options"
     command = server_command(server_binary, repository, backends, launch.host, launch.ports, python_env, extra, launch.log_verbose)
+    if options.flavour == "engine":
+        from hivtp.runtime.triton.engine_repository import engine_facts, leader_mode_command
+
+        command.argv = leader_mode_command(command.argv, engine_facts(options.engine_dir.resolve())["tp_size"])
     server = TritonServer(command, launch.host, launch.ports, work / "tritonserver.log", python_instances(models, options))
     try:
         server.start(launch.start_timeout_s)
