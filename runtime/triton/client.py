@@ -89,6 +89,7 @@ class GrpcSession:
         import tritonclient.grpc as grpcclient
 
         self.client = grpcclient.InferenceServerClient(url)
+        self.url = url
         self.timeout_s = timeout_s
         self.replies: queue.Queue[tuple[Any, Any]] = queue.Queue()
         self.client.start_stream(callback=lambda result, error: self.replies.put((result, error)))
@@ -100,7 +101,10 @@ class GrpcSession:
         from tritonclient.utils import InferenceServerException
 
         start = time.perf_counter()
-        self.client.async_stream_infer(ENSEMBLE, inputs, enable_empty_final_response=True)
+        try:
+            self.client.async_stream_infer(ENSEMBLE, inputs, enable_empty_final_response=True)
+        except InferenceServerException:
+            pass  # a broken stream: the callback has (or will get) the reason
         pieces, first = [], None
         while True:
             try:
@@ -108,8 +112,7 @@ class GrpcSession:
             except queue.Empty:
                 raise ValueError(f"no answer from the server within {self.timeout_s:.0f} s") from None
             if error is not None:
-                message = error.message() if isinstance(error, InferenceServerException) else str(error)
-                raise ValueError(f"the server refused the request: {message}")
+                raise ValueError(self.describe(error))
             response = result.get_response()
             text = result.as_numpy("text_output")
             if text is not None:
@@ -121,6 +124,17 @@ class GrpcSession:
             if response.parameters["triton_final_response"].bool_param:
                 end = time.perf_counter()
                 return Reply("".join(pieces).strip(), (first or end) - start, end - start, len(pieces))
+
+    def describe(self, error: Any) -> str:
+        """One line: the server's refusal, or why it could not be reached."""
+        from tritonclient.utils import InferenceServerException
+
+        message = error.message() if isinstance(error, InferenceServerException) else str(error)
+        status = str(error.status()) if isinstance(error, InferenceServerException) else ""
+        message = " ".join(str(message).split())
+        if "UNAVAILABLE" in status or "failed to connect" in message:
+            return f"cannot reach the server at {self.url}: {message}"
+        return f"the server refused the request: {message}"
 
     def close(self) -> None:
         self.client.stop_stream()

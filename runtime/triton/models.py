@@ -217,6 +217,7 @@ class VisionModel(PythonModel):
                 results[i] = answer if isinstance(answer, BaseException) else answer[j]
         return [self.respond(r) for r in results]
 
+    @torch.inference_mode()
     def prompts(self, batch: list[dict[str, np.ndarray]], pruning: int) -> list[dict[str, np.ndarray]]:
         from hivtp.runtime.prompt_table import build_prompt_tables
 
