@@ -98,6 +98,7 @@ BAD = {
     "empty image": (dict(image=b""), "image_bytes_input is empty"),
     "empty prompt": (dict(prompt="   "), "text_input is empty"),
     "enormous prompt": (dict(prompt="what " * 2000), "characters"),
+    "prompt beyond the model's positions": (dict(prompt="a " * 2000), "positions"),
     "negative budget": (dict(budget=-3), "budget must be a positive integer"),
     "zero budget": (dict(budget=0), "budget must be a positive integer"),
     "budget with paper mode": (dict(budget=4, pruning_mode="paper"), "leave one of them out"),

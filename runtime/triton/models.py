@@ -135,6 +135,7 @@ class Preprocessing(PythonModel):
         eos = eos[0] if isinstance(eos, list) else eos
         self.end_id = int(eos if eos is not None else tokenizer.eos_token_id)
         pad = hf_config.text_config.pad_token_id
+        self.max_positions = int(getattr(hf_config.text_config, "max_position_embeddings", 1 << 30))
         self.pad_id = int(pad if pad is not None else self.end_id)
         self.limits = {k: int(self.params[k]) for k in (
             "default_pruning", "max_tokens_default", "max_tokens_limit", "max_prompt_chars", "max_image_bytes", "max_image_pixels"
@@ -161,6 +162,10 @@ class Preprocessing(PythonModel):
         pruning = pruning_of(optional_scalar(x["BUDGET"]), optional_scalar(x["PRUNING_MODE"]), limits["default_pruning"])
         image = decode_image(x["IMAGE_BYTES"], limits["max_image_bytes"], limits["max_image_pixels"])
         batch = self.processor(images=[image], text=[build_prompt(self.processor, prompt)], return_tensors="pt")
+        length = batch["input_ids"].shape[1]
+        if length + max_tokens > self.max_positions:
+            raise ValueError(f"the prompt takes {length} tokens with the image; with max_tokens {max_tokens} that exceeds "
+                             f"the model's {self.max_positions} positions")
         pixels = batch["pixel_values"].float()  # [1, 3, H, W] (LLaVA) or [1, crops, 3, H, W] (NeXT)
         pixels = pixels if pixels.dim() == 5 else pixels[:, None]  # [1, n, 3, H, W]
         sizes = batch.get("image_sizes", torch.tensor([[image.height, image.width]]))
@@ -170,6 +175,11 @@ class Preprocessing(PythonModel):
             "REQUEST_OUTPUT_LEN": np.array([[max_tokens]], dtype=np.int32),
             "OUT_END_ID": np.array([[self.end_id]], dtype=np.int32), "OUT_PAD_ID": np.array([[self.pad_id]], dtype=np.int32),
         }
+
+
+def model_dtype(device: torch.device) -> str:
+    """As `hivtp generate`: float32 on the CPU, the checkpoint's own dtype on a GPU."""
+    return "float32" if device.type == "cpu" else "auto"
 
 
 def _has_generation_config(path: str) -> bool:
@@ -266,7 +276,7 @@ class TorchVision(VisionModel):
         from hivtp.loading import load_llava
         from hivtp.runtime.layout import pad_id_of
 
-        self.model, self.processor = load_llava(self.params["hf_model_path"], dtype="float32", device=str(self.device))
+        self.model, self.processor = load_llava(self.params["hf_model_path"], dtype=model_dtype(self.device), device=str(self.device))
         self.base = HIVTPConfig.from_dict(json.loads(self.params["hivtp_config"]))
         self.vocab_size = int(self.model.config.text_config.vocab_size)
         self.pad_id = pad_id_of(self.model.config)
@@ -354,7 +364,7 @@ class TorchLLM(PythonModel):
     def setup(self) -> None:
         from hivtp.loading import load_llava
 
-        self.model, self.processor = load_llava(self.params["hf_model_path"], dtype="float32", device=str(self.device))
+        self.model, self.processor = load_llava(self.params["hf_model_path"], dtype=model_dtype(self.device), device=str(self.device))
         self.vocab_size = int(self.model.config.text_config.vocab_size)
 
     def execute(self, requests: list[Any]) -> None:
@@ -421,7 +431,10 @@ class TorchLLM(PythonModel):
         if x["stream"] or x["done"]:
             sent = [token] if x["stream"] else x["tokens"]
             outputs = {"output_ids": np.array([[sent]], dtype=np.int32), "sequence_length": np.array([[len(sent)]], dtype=np.int32)}
-            sender.send(self.respond(outputs), flags=flags)
+            try:
+                sender.send(self.respond(outputs), flags=flags)
+            except Exception:  # the client went away (cancelled stream): stop answering it, keep the others
+                x["done"] = True
 
 
 class Postprocessing(PythonModel):

@@ -94,9 +94,10 @@ def endpoints(launch: LaunchOptions) -> str:
     )
 
 
-def serve(options: ServeOptions, launch: LaunchOptions, keep_log: Path | None = None) -> None:
+def serve(options: ServeOptions, launch: LaunchOptions) -> None:
     """Serve until Ctrl-C or SIGTERM; a dead backend stub or server is detected and the server restarted."""
     work = Path(tempfile.mkdtemp(prefix="hivtp-serve-"))
+    failed = True
     try:
         with stop_on_signals() as stopping:
             try:
@@ -107,7 +108,10 @@ def serve(options: ServeOptions, launch: LaunchOptions, keep_log: Path | None = 
             except Stop:
                 pass
         print("hivtp serve: stopped", flush=True)
+        failed = False
     finally:
-        if keep_log is not None and (work / "tritonserver.log").is_file():
-            shutil.copyfile(work / "tritonserver.log", keep_log)
-        shutil.rmtree(work, ignore_errors=True)
+        for item in work.iterdir():  # a failed start keeps the server log its error message points to
+            if not (failed and item.name == "tritonserver.log"):
+                shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
+        if not failed:
+            work.rmdir()

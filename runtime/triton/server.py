@@ -19,6 +19,7 @@ Facts this module relies on, measured with that wheel (README "Serve"):
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import signal
 import socket
@@ -32,6 +33,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 STUB = "triton_python_backend_stub"
+HARMLESS = re.compile(r"CudaDriverHelper|CUDA driver|NVML|DCGM|cuda", re.IGNORECASE)  # a CPU-only machine's log lines
 SHM_DIR = Path("/dev/shm")
 READY_MISSES = 6  # consecutive failed readiness polls before a restart
 EXIT_TIMEOUT_S = 5  # the server's own graceful-exit wait; then the process group is killed
@@ -219,10 +221,10 @@ class TritonServer:
         raise ValueError(f"tritonserver was not ready after {timeout_s:.0f} s: {self.log_reason()}")
 
     def log_reason(self) -> str:
-        """The most telling line of the server log: its last error, else its last line."""
+        """The most telling line of the server log: its first error that is not about a missing GPU."""
         lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
-        errors = [line for line in lines if line.startswith("E") or "error" in line.lower()]
-        return ((errors or lines or ["(empty log)"])[-1])[:400] + f" (log: {self.log_path})"
+        errors = [line for line in lines if (line.startswith("E") or "error" in line.lower()) and not HARMLESS.search(line)]
+        return ((errors or lines or ["(empty log)"])[0])[:400] + f" (log: {self.log_path})"
 
     def healthy(self) -> bool:
         """Server alive and every Python stub still running (a dead stub leaves its model READY); readiness
