@@ -6,6 +6,7 @@ import argparse
 from typing import Any
 
 from hivtp.args import add_config_arguments, comma_ints, path, positive_int, non_negative_int
+from hivtp.commands.serve import add_server_arguments
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")  # hivtp/data/configs (tiny = the demo's config)
 DTYPES = ("float16", "bfloat16", "float32")
@@ -39,11 +40,7 @@ def add_parser(commands: Any) -> None:
     serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")
     serve.add_argument("--requests", type=positive_int, default=64, help="requests per point (at least 2 x concurrency)")
     serve.add_argument("--time-limit", type=positive_int, default=120, help="seconds per point; no new request after it")
-    serve.add_argument("--instances", type=positive_int, default=1, help="server instances per model")
-    serve.add_argument("--max-batch", type=positive_int, default=8, help="server dynamic batching: most requests per execution")
-    serve.add_argument("--queue-delay-us", type=non_negative_int, default=2000, help="server dynamic batching delay")
-    serve.add_argument("--tritonserver", type=path, help="tritonserver binary (default: as hivtp serve finds it)")
-    serve.add_argument("--python-env", type=path, help="environment of the server's Python backend (default: as hivtp serve)")
+    add_server_arguments(serve)
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 

@@ -26,17 +26,22 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--http-port", type=port, default=8000, help="HTTP port")
     parser.add_argument("--grpc-port", type=port, default=8001, help="gRPC port")
     parser.add_argument("--metrics-port", type=port, default=8002, help="Prometheus metrics port")
-    parser.add_argument("--instances", type=positive_int, default=1, help="instances of each model (per GPU with --gpus)")
     parser.add_argument("--gpus", type=comma_ints_or_zero, help="GPU ids for the vision and LLM instances, e.g. 0,1 (default: CPU)")
-    parser.add_argument("--max-batch", type=positive_int, default=8, help="most requests one model execution batches")
-    parser.add_argument("--queue-delay-us", type=non_negative_int, default=2000, help="how long a request may wait to be batched")
     parser.add_argument("--max-tokens-limit", type=positive_int, default=256, help="largest max_tokens a request may ask")
-    parser.add_argument("--tritonserver", type=path, help="tritonserver binary (default: $HIVTP_TRITONSERVER, PATH, then nvidia-pytriton's)")
-    parser.add_argument("--python-env", type=path, help="environment the Python backend runs (default: $HIVTP_SERVE_PYTHON_ENV, else this one)")
+    add_server_arguments(parser)
     parser.add_argument("--plugin-lib", type=path, help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
     parser.add_argument("--start-timeout", type=positive_int, default=300, help="seconds to wait for the server to be ready")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def add_server_arguments(parser: Any) -> None:
+    """Options `hivtp serve` and `hivtp bench --stage serve` share: instances, batching, which server and Python."""
+    parser.add_argument("--instances", type=positive_int, default=1, help="instances of each model (per GPU with --gpus)")
+    parser.add_argument("--max-batch", type=positive_int, default=8, help="most requests one model execution batches")
+    parser.add_argument("--queue-delay-us", type=non_negative_int, default=2000, help="how long a request may wait to be batched")
+    parser.add_argument("--tritonserver", type=path, help="tritonserver binary (default: $HIVTP_TRITONSERVER, PATH, then nvidia-pytriton's)")
+    parser.add_argument("--python-env", type=path, help="environment the Python backend runs (default: $HIVTP_SERVE_PYTHON_ENV, else this one)")
 
 
 def comma_ints_or_zero(text: str) -> tuple[int, ...]:

@@ -98,6 +98,7 @@ def plot(rows: list[dict[str, Any]], title: str) -> Any:
         axis.set(xscale="log", xlabel="concurrent clients", ylabel=label)
         axis.legend(fontsize=7)
     figure.suptitle(title, fontsize=9)
+    figure.tight_layout()
     return figure
 
 

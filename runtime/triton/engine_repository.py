@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from hivtp.runtime.triton import pbtxt
-from hivtp.runtime.triton.pbtxt import Tensor, scalar
+from hivtp.runtime.triton.pbtxt import Tensor
 from hivtp.runtime.triton.repository import (
     ENGINE_VISION_CLASS, ENSEMBLE, LLM_OUTPUTS, MODEL_CLASSES, POSTPROCESSING, PREPROCESSING, TRTLLM, VISION, VISION_PLAN,
     ServeOptions, ensemble_config, llm_inputs, postprocessing_config, preprocessing_config, shim, vision_config,

@@ -13,7 +13,8 @@ types of the `tensorrtllm` backend, its `gpu_device_ids` / `participant_ids` par
       tensorrt_llm       engine flavour: the TensorRT-LLM decoder (tensorrtllm backend)
       postprocessing     tokenizer decode (python)
 
-Every Python model's `model.py` is a two-line shim onto `hivtp.runtime.triton.models`, so the server's
+Every Python model's `model.py` is a two-line shim onto `hivtp.runtime.triton.models` (classes in
+model_base.py, model_vision.py, model_llm.py, models.py), so the server's
 Python must have hivtp installed (`pip install hivtp` in a Triton container). Names that differ from
 TensorRT-LLM's: `torch_llm` (it is not TensorRT-LLM), `vision_encoder`, and the HIVTP inputs.
 """
