@@ -331,11 +331,11 @@ def test_streamed_pieces_join_to_the_whole_answer() -> None:
     post = Postprocessing()
     post.params = {"tokenizer_dir": str(shipped_model("llava"))}
     post.setup()
-    tokens = post.tokenizer.encode("two red circles and one blue square", add_special_tokens=False) + [post.tokenizer.eos_token_id]
+    tokens = post.tokenizer.encode("two red circle and one blue square", add_special_tokens=False) + [post.tokenizer.eos_token_id]
 
     def text(ids: list[int]) -> str:
         out = post.text({"TOKENS_BATCH": np.array([[ids]], dtype=np.int32), "SEQUENCE_LENGTH": np.array([[len(ids)]], dtype=np.int32)})
         return out["OUTPUT"][0, 0].decode()
 
     whole = post.tokenizer.decode(tokens, skip_special_tokens=True).strip()
-    assert "".join(text([t]) for t in tokens).strip() == whole == text(tokens).strip() == "two red circles and one blue square"
+    assert "".join(text([t]) for t in tokens).strip() == whole == text(tokens).strip() == "two red circle and one blue square"

@@ -163,6 +163,14 @@ def server_command(
     return ServerCommand(argv, env, prefix)
 
 
+def terminate_with_parent() -> None:
+    """In the child before exec: SIGTERM it if hivtp dies without stopping it (even by SIGKILL). Linux prctl."""
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1  # linux/prctl.h
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+
+
 def http_ready(host: str, port: int, timeout: float = 2.0) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/v2/health/ready", timeout=timeout) as reply:
@@ -207,6 +215,7 @@ class TritonServer:
         self.process = subprocess.Popen(
             self.command.argv, env=self.command.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: the stubs go down with it
+            preexec_fn=terminate_with_parent,
         )
         log.close()
         deadline = time.monotonic() + timeout_s
