@@ -220,7 +220,7 @@ def python_instances(models: dict[str, tuple[str, str | None]], options: ServeOp
     """Stub processes the server starts: one per instance of each Python model (per GPU when placed on GPUs)."""
     per_model = options.instances * (len(options.gpus) if options.gpus else 1)
     return sum(per_model if name in (VISION, TORCH_LLM) else options.instances
-               for name, (config, _) in models.items() if 'backend: "python"' in config)
+               for name, (_, code) in models.items() if code is not None)  # Python models are the ones with model.py
 
 
 def write_repository(directory: Path, options: ServeOptions, force: bool = False) -> dict[str, tuple[str, str | None]]:
