@@ -81,14 +81,26 @@ def test_answers_equal_generate_over_every_protocol(served, references, budget) 
         session.close()
 
 
-def test_pruning_modes_change_what_the_llm_sees(served) -> None:
-    """paper / budget / none are honoured per request (none = the stock HF vision path)."""
+def stock_answer(kind: str, image, prompt: str) -> str:  # type: ignore[no-untyped-def]
+    """The unpruned HF model's greedy answer: what pruning_mode "none" must serve."""
+    from hivtp.generate import build_prompt
+    from hivtp.loading import load_llava
+
+    model, processor = load_llava(shipped_model(kind), dtype="float32")
+    inputs = processor(images=[image], text=[build_prompt(processor, prompt)], return_tensors="pt")
+    out = model.generate(**inputs, max_new_tokens=MAX_TOKENS, do_sample=False)
+    return processor.decode(out[0, inputs["input_ids"].shape[1] :], skip_special_tokens=True).strip()
+
+
+def test_every_pruning_mode_is_served_and_none_is_the_stock_model(served, references) -> None:
     kind, grpc_url, _, _ = served
     session = GrpcSession(grpc_url)
     try:
-        image = png_bytes(sample_variants()[0])
-        for mode, budget in (("none", None), ("paper", None), ("budget", 4), (None, 2)):
-            assert session.ask(Question(image, PROMPTS[0], 4, budget, mode)).pieces == 1
+        image = sample_variants()[0]
+        ask = lambda budget, mode: session.ask(Question(png_bytes(image), PROMPTS[0], MAX_TOKENS, budget, mode)).text  # noqa: E731
+        assert ask(None, "none") == stock_answer(kind, image, PROMPTS[0])
+        assert ask(None, "paper") == ask(None, None) == references(kind, 0, PROMPTS[0], None)
+        assert ask(4, "budget") == ask(4, None) == references(kind, 0, PROMPTS[0], 4)
     finally:
         session.close()
 
