@@ -339,3 +339,27 @@ def test_streamed_pieces_join_to_the_whole_answer() -> None:
 
     whole = post.tokenizer.decode(tokens, skip_special_tokens=True).strip()
     assert "".join(text([t]) for t in tokens).strip() == whole == text(tokens).strip() == "two red circle and one blue square"
+
+
+@torch.inference_mode()
+@pytest.mark.parametrize("budget", [None, 5])
+def test_prompt_sequence_inverts_build_prompt_tables(tiny, two_images, budget) -> None:
+    """torch_llm's input (TensorRT-LLM's request tensors -> prompt_sequence) embeds exactly what prune_inputs feeds HF."""
+    from hivtp.runtime.hf import prune_inputs
+    from hivtp.runtime.layout import pad_id_of
+    from hivtp.runtime.prompt_table import build_prompt_tables, prompt_sequence
+
+    kind, model, processor = tiny
+    prompts = ["USER: <image> what color is the circle ? ASSISTANT:", "<image> describe"]
+    x = processor(images=two_images, text=prompts, return_tensors="pt", padding=True)
+    pruned = prune_inputs(model, x["input_ids"], x["attention_mask"], x["pixel_values"], x.get("image_sizes"), HIVTPConfig(budget=budget))
+    vocab = model.config.text_config.vocab_size
+    requests = build_prompt_tables(pruned.sequence, pruned.features, vocab)
+    sequence, features = prompt_sequence(requests.input_ids, requests.tables, vocab, pad_id_of(model.config))
+    embeds = sequence.embeds(model.get_input_embeddings(), features)  # [B, T', D]
+    for b in range(2):
+        valid, mine = pruned.attention_mask[b].bool(), sequence.attention_mask[b].bool()
+        assert torch.equal(embeds[b][mine], pruned.inputs_embeds[b][valid])
+        assert torch.equal(sequence.position_ids[b][mine], pruned.position_ids[b][valid])
+    with pytest.raises(ValueError, match="table rows"):
+        prompt_sequence([requests.input_ids[0] + 1000], [requests.tables[0]], vocab, 0)
