@@ -363,3 +363,12 @@ def test_prompt_sequence_inverts_build_prompt_tables(tiny, two_images, budget) -
         assert torch.equal(sequence.position_ids[b][mine], pruned.position_ids[b][valid])
     with pytest.raises(ValueError, match="table rows"):
         prompt_sequence([requests.input_ids[0] + 1000], [requests.tables[0]], vocab, 0)
+
+
+def test_engine_flavour_without_its_backends_is_one_line(engine_outputs) -> None:
+    server_binary, env = serving_setup()
+    ports = free_ports()
+    done = run_cli("serve", "--engine", str(engine_outputs["llava"]), "--tritonserver", str(server_binary), "--python-env", str(env),
+                   "--http-port", str(ports.http), "--grpc-port", str(ports.grpc), "--metrics-port", str(ports.metrics))
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "tensorrt and tensorrtllm backend(s)" in lines[0], done.stderr

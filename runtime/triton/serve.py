@@ -68,6 +68,10 @@ def running_server(options: ServeOptions, launch: LaunchOptions, work: Path) -> 
     backends = backend_directory(server_binary, python_env, work)
     extra: tuple[str, ...] = ()
     if options.flavour == "engine":
+        missing = [name for name in ("tensorrt", "tensorrtllm") if not (backends / name).is_dir()]
+        if missing:
+            raise ValueError(f"the engine flavour needs Triton's {' and '.join(missing)} backend(s), absent from {backends}: "
+                             "run it in a TensorRT-LLM Triton container, or write the repository with --repository-only")
         if launch.plugin_library is None:
             raise ValueError("the vision engine needs the hivtp plugin library: pass --plugin-lib PATH or set HIVTP_PLUGIN_LIB")
         extra = (f"tensorrt,plugins={launch.plugin_library}",)  # tensorrt_backend README, "Command-line Options"
