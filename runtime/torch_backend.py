@@ -99,7 +99,8 @@ class TorchBackend:
     ) -> torch.Tensor:
         """Exactly `new_tokens` greedy tokens after the first one: [B, new_tokens]. Consumes the prefill's cache.
 
-        on_step(tokens [B]) is called after each step; returning True stops early (a server's rows all ended).
+        on_step(tokens [B]) is called after each step; returning True stops there (a server whose requests all
+        ended), and the tokens so far come back: [B, steps run].
         """
         state: DecodeState = prefill.state
         token, mask, position, cache = prefill.first_tokens, state.attention_mask, state.last_position, state.cache
