@@ -179,8 +179,8 @@ def http_ready(host: str, port: int, timeout: float = 2.0) -> bool:
         return False
 
 
-def children(pid: int) -> list[tuple[int, str, str]]:
-    """(pid, name, state) of every direct child of pid, from /proc."""
+def processes() -> list[tuple[int, str, str, int, int]]:
+    """(pid, name, state, ppid, process group) of every process, from /proc/<pid>/stat."""
     found = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -190,10 +190,14 @@ def children(pid: int) -> list[tuple[int, str, str]]:
         except OSError:
             continue
         name = stat[stat.index("(") + 1 : stat.rindex(")")]
-        state, ppid = stat[stat.rindex(")") + 2 :].split()[:2]
-        if int(ppid) == pid:
-            found.append((int(entry.name), name, state))
+        state, ppid, pgrp = stat[stat.rindex(")") + 2 :].split()[:3]
+        found.append((int(entry.name), name, state, int(ppid), int(pgrp)))
     return found
+
+
+def children(pid: int) -> list[tuple[int, str, str]]:
+    """(pid, name, state) of every direct child of pid."""
+    return [(child, name, state) for child, name, state, ppid, _ in processes() if ppid == pid]
 
 
 def live_stubs(pid: int) -> int:
@@ -209,11 +213,18 @@ class TritonServer:
         self.process: subprocess.Popen[bytes] | None = None
         self.restarts = 0
         self.ready_misses = 0
+        self.log_offset = 0
 
     def start(self, timeout_s: float) -> None:
+        """Start and wait until ready with every stub up. Each start gets shared-memory names of its own (a fresh
+        suffix after the server's prefix): a restart never meets a region a killed stub left in use."""
+        fresh = f"{self.command.shm_prefix}{uuid.uuid4().hex[:6]}_"
+        argv = [arg.replace(self.command.shm_prefix, fresh) for arg in self.command.argv]
+        self.log_offset = self.log_path.stat().st_size if self.log_path.exists() else 0
+        self.ready_misses = 0
         log = open(self.log_path, "ab")
         self.process = subprocess.Popen(
-            self.command.argv, env=self.command.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            argv, env=self.command.env, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             start_new_session=True,  # its own process group: the stubs go down with it
             preexec_fn=terminate_with_parent,
         )
@@ -231,7 +242,9 @@ class TritonServer:
 
     def log_reason(self) -> str:
         """The most telling line of the server log: its first error that is not about a missing GPU."""
-        lines = [line for line in self.log_path.read_text(errors="replace").splitlines() if line.strip()]
+        with open(self.log_path, "rb") as log:
+            log.seek(self.log_offset)  # this start's lines only
+            lines = [line for line in log.read().decode(errors="replace").splitlines() if line.strip()]
         errors = [line for line in lines if (line.startswith("E") or "error" in line.lower()) and not HARMLESS.search(line)]
         return ((errors or lines or ["(empty log)"])[0])[:400] + f" (log: {self.log_path})"
 
@@ -245,10 +258,18 @@ class TritonServer:
         self.ready_misses = 0 if http_ready(self.host, self.ports.http) else self.ready_misses + 1
         return self.ready_misses < READY_MISSES
 
-    def restart(self, timeout_s: float) -> None:
+    def restart(self, timeout_s: float, attempts: int = 3) -> None:
+        """Stop, then start again; a start that fails (a machine under load) is retried, attempts in all."""
         self.stop()
         self.restarts += 1
-        self.start(timeout_s)
+        for attempt in range(attempts):
+            try:
+                self.start(timeout_s)
+                return
+            except ValueError:
+                if attempt == attempts - 1:
+                    raise
+                time.sleep(1.0)
 
     def stop(self) -> None:
         """SIGTERM, the server's exit timeout, then SIGKILL to the whole group; then this server's shm regions."""
@@ -266,7 +287,15 @@ class TritonServer:
             except ProcessLookupError:
                 pass
             process.wait()
+            wait_group_gone(process.pid)
         remove_shm(self.command.shm_prefix)
+
+
+def wait_group_gone(pgid: int, timeout_s: float = 10.0) -> None:
+    """Until no live process of process group pgid is left (SIGKILL is delivered asynchronously)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and any(g == pgid and state != "Z" for _, _, state, _, g in processes()):
+        time.sleep(0.1)
 
 
 def remove_shm(prefix: str) -> None:
