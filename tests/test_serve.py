@@ -222,8 +222,12 @@ def test_load_many_clients_equal_answers_and_dynamic_batching(served) -> None:
 
 
 def test_second_server_on_busy_ports_fails_with_one_line(served) -> None:
+    import tempfile
+
     _, grpc_url, http_url, _ = served
+    scratch = set(Path(tempfile.gettempdir()).glob("hivtp-serve-*"))
     done = run_cli("serve", "--http-port", http_url.rsplit(":", 1)[1], "--grpc-port", grpc_url.rsplit(":", 1)[1], timeout=60)
+    assert set(Path(tempfile.gettempdir()).glob("hivtp-serve-*")) == scratch, "a refused start left its scratch folder"
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("hivtp: error: HTTP port") and "busy" in lines[0], done.stderr

@@ -114,8 +114,10 @@ def serve(options: ServeOptions, launch: LaunchOptions) -> None:
         print("hivtp serve: stopped", flush=True)
         failed = False
     finally:
-        for item in work.iterdir():  # a failed start keeps the server log its error message points to
-            if not (failed and item.name == "tritonserver.log"):
+        log = work / "tritonserver.log"
+        keep = failed and log.is_file()  # a server that failed keeps the log its error message points to
+        for item in work.iterdir():
+            if not (keep and item == log):
                 shutil.rmtree(item) if item.is_dir() and not item.is_symlink() else item.unlink()
-        if not failed:
+        if not keep:
             work.rmdir()
