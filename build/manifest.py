@@ -142,11 +142,9 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     return manifest
 
 
-def foreign_entries(directory: Path) -> list[str]:
-    """Files under a build output that its manifest does not list (the user's own): --force keeps away."""
-    listed = set(read_manifest(directory)["files"]) | {MANIFEST_NAME}
-    found = (p.relative_to(directory).as_posix() for p in directory.rglob("*") if not p.is_dir() or p.is_symlink())
-    return sorted(name for name in found if name not in listed)
+def listed_files(directory: Path) -> set[str]:
+    """The files a build output's manifest says hivtp wrote (the manifest included); ValueError if none."""
+    return set(read_manifest(directory)["files"]) | {MANIFEST_NAME}
 
 
 def check_manifest(

@@ -23,7 +23,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from hivtp.build.manifest import read_manifest
+from hivtp.build.manifest import listed_files
+from hivtp.outputs import Listing
 
 
 def _leftovers(output: Path, kind: str) -> list[Path]:
@@ -33,9 +34,9 @@ def _leftovers(output: Path, kind: str) -> list[Path]:
     return sorted(found, key=lambda p: p.stat().st_mtime, reverse=True)
 
 
-def _is_build(folder: Path) -> bool:
+def _is_complete(folder: Path, listed: Listing) -> bool:
     try:
-        read_manifest(folder)
+        listed(folder)
     except ValueError:
         return False
     return True
@@ -45,13 +46,13 @@ def note(message: str) -> None:
     print(f"hivtp: note: {message}", file=sys.stderr)
 
 
-def recover(output: Path) -> None:
+def recover(output: Path, listed: Listing = listed_files) -> None:
     """Clean up after an interrupted build of OUT: restore a displaced old build, delete scratch folders."""
     if not output.parent.is_dir():
         return
     old = _leftovers(output, "old")
     if not output.exists() and not output.is_symlink():
-        complete = [p for p in old if _is_build(p)]
+        complete = [p for p in old if _is_complete(p, listed)]
         if complete:
             complete[0].rename(output)
             old.remove(complete[0])
@@ -103,15 +104,16 @@ def _put_in_place(work: Path, output: Path) -> None:
 
 
 @contextmanager
-def staging(output: Path, force: bool) -> Iterator[Path]:
+def staging(output: Path, force: bool, listed: Listing = listed_files) -> Iterator[Path]:
     """A scratch folder beside OUT; swapped into place on success, deleted on any failure.
 
-    The caller has checked OUT (hivtp.outputs.check_build_output); recovery may bring an old build
-    back, so the --force rule is applied once more after it.
+    The caller has checked OUT (hivtp.outputs.check_owned_output); recovery may bring an old output
+    back, so the --force rule is applied once more after it. `listed` tells a complete output (a build's
+    manifest by default, a model repository's listing for `hivtp serve`).
     """
     output.parent.mkdir(parents=True, exist_ok=True)
     with build_lock(output):
-        recover(output)
+        recover(output, listed)
         if output.exists() and not force:
             raise ValueError(f"{output} exists: pass --force to replace an earlier hivtp build")
         work = Path(tempfile.mkdtemp(prefix=f".{output.name}.building-", dir=output.parent))

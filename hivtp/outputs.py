@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 RESULTS_ENV = "HIVTP_RESULTS"
@@ -103,30 +104,44 @@ def protected_folders() -> dict[Path, str]:
     return protected
 
 
-def check_build_output(output: Path, model_dir: Path, force: bool) -> Path:
-    """The resolved build folder; refused if it is protected, holds the checkpoint, or is not ours to replace."""
-    from hivtp.build.manifest import foreign_entries, read_manifest
+Listing = Callable[[Path], set]  # folder -> the relative paths hivtp wrote there; ValueError: not one of ours
 
-    resolved, checkpoint = output.resolve(), model_dir.resolve()
-    _check_name_lengths(resolved, "--output")
+
+def check_owned_output(output: Path, option: str, force: bool, kind: str, listed: Listing, sources: dict[Path, str]) -> Path:
+    """The resolved output folder of a `kind` (a hivtp build, a model repository), checked before anything runs.
+
+    Refused: a protected folder, one of `sources` (path -> what it is) or a folder that holds one, a link,
+    and an existing folder unless `force` and it is an earlier `kind` holding nothing hivtp did not write.
+    """
+    resolved = output.resolve()
+    _check_name_lengths(resolved, option)
     what = protected_folders().get(resolved)
     if what:
-        raise ValueError(f"--output {output} is {what}: hivtp writes a build into a folder of its own")
-    if resolved == checkpoint or resolved in checkpoint.parents:
-        raise ValueError(f"--output {output} would replace the checkpoint {model_dir}")
+        raise ValueError(f"{option} {output} is {what}: hivtp writes a {kind} into a folder of its own")
+    for source, name in sources.items():
+        if resolved == source.resolve() or resolved in source.resolve().parents:
+            raise ValueError(f"{option} {output} would replace {name} {source}")
     if output.is_symlink():
-        raise ValueError(f"--output {output} is a symbolic link; pass the folder it points to")
+        raise ValueError(f"{option} {output} is a symbolic link; pass the folder it points to")
     if output.exists():
         if not force:
-            raise ValueError(f"{output} exists: pass --force to replace an earlier hivtp build")
+            raise ValueError(f"{output} exists: pass --force to replace an earlier hivtp {kind}")
         if not output.is_dir():
-            raise ValueError(f"--force only replaces an earlier hivtp build, and {output} is a file")
+            raise ValueError(f"--force only replaces an earlier hivtp {kind}, and {output} is a file")
         try:
-            read_manifest(output)
+            ours = listed(output)
         except ValueError as err:
-            raise ValueError(f"--force only replaces an earlier hivtp build: {err}") from None
-        foreign = foreign_entries(output)
+            raise ValueError(f"--force only replaces an earlier hivtp {kind}: {err}") from None
+        found = (p.relative_to(output).as_posix() for p in output.rglob("*") if not p.is_dir() or p.is_symlink())
+        foreign = sorted(name for name in found if name not in ours)
         if foreign:
             raise ValueError(f"{output} holds files hivtp did not write ({', '.join(foreign[:3])}): --force refuses to delete them")
-    check_writable_folder(resolved.parent, "--output")
+    check_writable_folder(resolved.parent, option)
     return resolved
+
+
+def check_build_output(output: Path, model_dir: Path, force: bool) -> Path:
+    """`hivtp build --output`: see check_owned_output."""
+    from hivtp.build.manifest import listed_files
+
+    return check_owned_output(output, "--output", force, "build", listed_files, {model_dir: "the checkpoint"})

@@ -106,3 +106,33 @@ def pruned_layout(
         inputs["input_ids"], inputs.get("attention_mask"), hf_config.image_token_id, full, kept, pad_id_of(hf_config)
     )
     return VisionResult(features=features, sequence=sequence, kept_tokens=kept, full_tokens=full)
+
+
+def prompt_sequence(
+    input_ids: list[torch.Tensor], tables: list[torch.Tensor], vocab_size: int, pad_id: int
+) -> tuple[PrunedSequence, torch.Tensor]:
+    """Per-request fake ids and prompt tables -> one left-padded `PrunedSequence` and its features [sum k, D].
+
+    The inverse of `build_prompt_tables`, for a torch LLM fed TensorRT-LLM's request tensors: id
+    vocab_size + j of request b reads row j of tables[b] (`PromptTuningEmbedding`'s rule), every other
+    id its token embedding, so `sequence.embeds(token_embedding, features)` is what the engine embeds.
+    """
+    B, T = len(input_ids), max(len(ids) for ids in input_ids)
+    device = tables[0].device
+    ids_out = torch.full((B, T), pad_id, dtype=torch.int64, device=device)  # [B, T]
+    rows = torch.full((B, T), -1, dtype=torch.int64, device=device)  # [B, T]
+    sources = torch.full((B, T), -1, dtype=torch.int64, device=device)  # [B, T]
+    offset = 0
+    for b, (ids, table) in enumerate(zip(input_ids, tables)):
+        ids = ids.to(device, torch.int64)  # [L_b]
+        L, fake = len(ids), ids >= vocab_size
+        if bool((ids[fake] - vocab_size >= table.shape[0]).any()) or bool((ids < 0).any()):
+            raise ValueError(f"request {b}: ids must be >= 0 and fake ids below vocab_size + {table.shape[0]} table rows")
+        ids_out[b, T - L :] = ids.masked_fill(fake, pad_id)
+        rows[b, T - L :] = torch.where(fake, offset + ids - vocab_size, -1)
+        sources[b, T - L :] = torch.arange(L, device=device)
+        offset += table.shape[0]
+    mask = sources >= 0  # [B, T]
+    position_ids = (mask.long().cumsum(1) - 1).masked_fill(~mask, 1)  # HF generate's rule, as prune_sequence
+    sequence = PrunedSequence(ids_out, mask.long(), position_ids, rows, sources)
+    return sequence, torch.cat(tables)

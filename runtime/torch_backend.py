@@ -13,6 +13,7 @@ Legend: B prompt rows, T pruned length, D text hidden size.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,8 +94,14 @@ class TorchBackend:
         return PrefillResult(first_tokens=first, state=DecodeState(out.past_key_values, seq.attention_mask, seq.position_ids[:, -1]))
 
     @torch.inference_mode()
-    def decode(self, prefill: PrefillResult, new_tokens: int) -> torch.Tensor:
-        """Exactly `new_tokens` greedy tokens after the first one: [B, new_tokens]. Consumes the prefill's cache."""
+    def decode(
+        self, prefill: PrefillResult, new_tokens: int, on_step: Callable[[torch.Tensor], bool] | None = None
+    ) -> torch.Tensor:
+        """Exactly `new_tokens` greedy tokens after the first one: [B, new_tokens]. Consumes the prefill's cache.
+
+        on_step(tokens [B]) is called after each step; returning True stops there (a server whose requests all
+        ended), and the tokens so far come back: [B, steps run].
+        """
         state: DecodeState = prefill.state
         token, mask, position, cache = prefill.first_tokens, state.attention_mask, state.last_position, state.cache
         generated = []
@@ -108,6 +115,8 @@ class TorchBackend:
             cache = out.past_key_values
             token = out.logits[:, -1].argmax(-1)  # [B]
             generated.append(token)
+            if on_step is not None and on_step(token):
+                break
         if not generated:
             return token.new_empty(token.shape[0], 0)
         return torch.stack(generated, dim=1)  # [B, new_tokens]

@@ -159,6 +159,34 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--score-layers", "3,40"], "go beyond"),
 ]
 
+SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any server starts or is contacted
+    (["serve", "--repository-only", ""], "empty string"), (["serve", "--repository-only", ".", "--force"], "current directory"),
+    (["serve", "--repository-only", "~", "--force"], "home directory"), (["serve", "--repository-only", "/", "--force"], "filesystem root"),
+    (["serve", "--repository-only", "{not_a_build}", "--force"], "only replaces an earlier hivtp model repository"),
+    (["serve", "--repository-only", "{not_a_build}"], "pass --force"), (["serve", "--repository-only", "{a_file}", "--force"], "is a file"),
+    (["serve", "--repository-only", LLAVA, "--force"], "would replace the checkpoint"),
+    (["serve", "--repository-only", "{a_file}/repo"], "not a folder"), (["serve", "--repository-only", "/proc/repo"], "cannot write"),
+    (["serve", "--repository-only", "r", "--model", "{patch_size_0}"], "patch_size"),
+    (["serve", "--repository-only", "r", "--model", "{config_bert}"], "holds a 'bert' model"),
+    (["serve", "--repository-only", "r", "--plugin-lib", "x.so"], "without --engine"),
+    (["serve", "--repository-only", "r", "--host", "0.0.0.0"], "no server is started"),
+    (["serve", "--repository-only", "r", "--grpc-port", "9000"], "no server is started"),
+    (["serve", "--force"], "without --repository-only"), (["serve", "--http-port", "0"], "positive integer"),
+    (["serve", "--http-port", "70000"], "port"), (["serve", "--grpc-port", "http"], "positive integer"),
+    (["serve", "--instances", "0"], "positive integer"), (["serve", "--gpus", "a"], "integer"), (["serve", "--budget", "0"], "positive integer"),
+    (["serve", "--max-tokens-limit", "-1"], "positive integer"), (["serve", "--queue-delay-us", "-5"], "integer >= 0"),
+    (["ask", "--url", ""], "HOST:PORT"), (["ask", "--url", "::"], "HOST:PORT"), (["ask", "--url", "http://x:80"], "HOST:PORT"),
+    (["ask", "--url", "127.0.0.1:99999"], "HOST:PORT"), (["ask", "--image", ""], "empty string"),
+    (["ask", "--budget", "3", "--pruning-mode", "none"], "no effect"), (["ask", "--pruning-mode", "budget"], "needs --budget"),
+    (["ask", "--pruning-mode", "half"], "invalid choice"), (["ask", "--max-new-tokens", "0"], "positive integer"),
+    (["ask", "--url", "127.0.0.1:1", "--image", "{bomb_png}"], "too large"),
+    (["bench", "--stage", "serve", "--random-init", "tiny"], "serves a checkpoint"),
+    (["bench", "--stage", "serve", "--batch", "2"], "no effect in the serve stage"),
+    (["bench", "--stage", "serve", "--budget", "4"], "pass --budgets"),
+    (["bench", "--random-init", "tiny", "--concurrency", "4"], "option of --stage serve"),
+    (["bench", "--random-init", "tiny", "--instances", "2"], "option of --stage serve"),
+]
+
 DEVICES = [
     (device, message) for device, message in [
         ("meta", "cannot run hivtp"), ("xpu", "cannot run hivtp"), ("tpu", "unknown device"), ("CUDA", "unknown device"),
@@ -230,7 +258,7 @@ OUTPUT_ERRORS = [
     ]],
 ]
 
-ALL = ARGUMENT_ERRORS + REFUSED_OPTIONS + DEVICE_ERRORS + IMAGE_ERRORS + CHECKPOINT_ERRORS + OUTPUT_ERRORS
+ALL = ARGUMENT_ERRORS + REFUSED_OPTIONS + SERVE_ERRORS + DEVICE_ERRORS + IMAGE_ERRORS + CHECKPOINT_ERRORS + OUTPUT_ERRORS
 
 
 def test_there_are_at_least_200_distinct_bad_command_lines() -> None:

@@ -4,4 +4,4 @@ Each module defines `add_parser(commands)`, which registers its parser on the CL
 sets `run`; nothing heavy (torch, transformers) is imported until that `run` is called.
 """
 
-COMMANDS = ("generate", "build", "bench", "viz", "fidelity")
+COMMANDS = ("generate", "build", "bench", "viz", "fidelity", "serve", "ask")

@@ -8,10 +8,14 @@ from typing import Any
 import os
 
 from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.commands.serve import SERVER_DEFAULTS, add_server_arguments, fill_server_defaults
 from hivtp.outputs import check_output_folder, results_dir
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")  # hivtp/data/configs (tiny = the demo's config)
 DTYPES = ("float16", "bfloat16", "float32")
+SERVE_REQUESTS, SERVE_TIME_LIMIT = 64, 120
+SERVE_ONLY = {"concurrency": "--concurrency", "requests": "--requests", "time_limit": "--time-limit",
+              **{dest: option for dest, (option, _) in SERVER_DEFAULTS.items()}}
 MAX_REPEATS = 1000  # per row; more is a typo, not a plan
 DEFAULT_NEW_TOKENS = 16
 DEFAULT_PROMPT = "describe the picture ."
@@ -19,7 +23,8 @@ DEFAULT_PROMPT = "describe the picture ."
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
-    parser.add_argument("--stage", choices=("e2e", "select", "score"), default="e2e", help="what to time")
+    parser.add_argument("--stage", choices=("e2e", "select", "score", "serve"), default="e2e",
+                        help="what to time (serve: a Triton server on loopback, torch flavour; default model: the shipped tiny one)")
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
     source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
@@ -33,21 +38,53 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--dtype", choices=("auto", *DTYPES), help="weights dtype (default auto: float16 on CUDA, float32 on CPU)")
     parser.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
-    parser.add_argument("--new-tokens", type=positive_int, help=f"fixed output length, e2e (default: {DEFAULT_NEW_TOKENS})")
+    parser.add_argument("--new-tokens", type=positive_int, help=f"fixed output length, e2e and serve (default: {DEFAULT_NEW_TOKENS})")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help=f"untimed runs before the timed ones (at most {MAX_REPEATS})")
     parser.add_argument("--repeats", type=positive_int, default=5, help=f"timed runs per row, medians reported (at most {MAX_REPEATS})")
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch (default: the CPUs this process may use; printed with the results)")
-    parser.add_argument("--image", type=path, help="image file, e2e (default: the bundled sample image)")
-    parser.add_argument("--prompt", help=f"prompt of every request, e2e (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--image", type=path, help="image file, e2e and serve (default: the bundled sample image)")
+    parser.add_argument("--prompt", help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--out-dir", type=path, help="folder for the JSON and PNG (default: the per-user results folder, see README)")
+    serve = parser.add_argument_group("--stage serve")
+    serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")
+    serve.add_argument("--requests", type=positive_int, help=f"requests per point, at least 2 x concurrency (default: {SERVE_REQUESTS})")
+    serve.add_argument("--time-limit", type=positive_int, help=f"seconds per point; no new request after it (default: {SERVE_TIME_LIMIT})")
+    add_server_arguments(serve)
     add_config_arguments(parser)
     parser.set_defaults(run=run)
+
+
+def check_serve_arguments(args: argparse.Namespace) -> None:
+    """--stage serve runs a real server over a checkpoint (torch flavour); the model-timing options do not apply."""
+    if args.random_init or args.backend != "torch":
+        raise ValueError("--stage serve serves a checkpoint (--model DIR, default: the shipped tiny model) with the torch flavour")
+    refuse_unused(args, {"engine": "--engine", "dtype": "--dtype", "device": "--device", "batch": "--batch",
+                         "threads": "--threads"}, "in the serve stage: the server's own settings decide")
+    if args.ops != "auto" or args.warmup != 2 or args.repeats != 5:
+        raise ValueError("--ops, --warmup and --repeats have no effect in the serve stage (see --requests, --time-limit)")
+    if args.budget is not None:
+        raise ValueError("the serve stage compares several budgets: pass --budgets K1,K2,...")
+    fill_server_defaults(args)
+    args.requests = args.requests or SERVE_REQUESTS
+    args.time_limit = args.time_limit or SERVE_TIME_LIMIT
 
 
 def check_arguments(args: argparse.Namespace) -> None:
     """Every option is used by the run it is given to, and every size is sane, before a model is built."""
     config_from(args)  # the HIVTP options on their own (ValueError names the bad one)
+    if args.stage == "serve":
+        check_serve_arguments(args)
+    else:
+        refuse_unused(args, SERVE_ONLY, f"in the {args.stage} stage: it is an option of --stage serve")
+        check_model_arguments(args)
+    args.new_tokens = args.new_tokens or DEFAULT_NEW_TOKENS
+    args.prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
+    args.out_dir = check_output_folder(args.out_dir or results_dir("bench"), "--out-dir")
+
+
+def check_model_arguments(args: argparse.Namespace) -> None:
+    """The e2e, select and score stages: the backend, the stage's own options, repeats and threads."""
     if args.backend == "trtllm":
         if args.stage != "e2e":
             raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
@@ -76,13 +113,15 @@ def check_arguments(args: argparse.Namespace) -> None:
     if args.threads and args.threads > cpus:
         raise ValueError(f"--threads {args.threads}: this process may use {cpus} CPUs; more threads only add noise")
     args.threads = args.threads or cpus
-    args.new_tokens = args.new_tokens or DEFAULT_NEW_TOKENS
-    args.prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
-    args.out_dir = check_output_folder(args.out_dir or results_dir("bench"), "--out-dir")
 
 
 def run(args: argparse.Namespace) -> None:
     check_arguments(args)
+    if args.stage == "serve":
+        from hivtp.runtime.triton.bench import run_serve_bench
+
+        run_serve_bench(args)
+        return
     import torch
 
     from hivtp.bench_e2e import run_e2e
