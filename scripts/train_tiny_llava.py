@@ -26,9 +26,10 @@ LLaVA-NeXT starts from the trained LLaVA-1.5 (same tower, projector and decoder;
 embedding is new) and runs stage 2 only, on NeXT's own anyres inputs. No pruning is in stages 1-2.
 
 Stage 3 (--drop-steps, a continuation of a trained checkpoint of the same kind): method-agnostic random
-token dropping, so the decoder has seen pruned sequences. Per image a random budget (all patches with
-probability --drop-full, else log-uniform in [2, P]) and a uniformly random kept set per crop; the
-sequence is built by `hivtp.runtime.hf.prune_inputs`, i.e. exactly the deployed layout (kept tokens
+token dropping, so the decoder has seen pruned sequences. Per step a random budget (all patches with
+probability --drop-full, else log-uniform in [2, P]; per crop for NeXT), per image / crop a uniformly
+random kept set of that size (one budget per step: equal lengths, no padding to pay for); the sequence
+is built by `hivtp.runtime.hf.prune_inputs`, i.e. exactly the deployed layout (kept tokens
 compacted, positions renumbered, NeXT newlines for rows that keep a token). Tower frozen; projector +
 decoder learn from the answer loss only. No selection method is in the loop: the kept sets ignore the
 image and the question.
@@ -44,10 +45,15 @@ The exact commands of the shipped models, in order, are in their cards (hivtp/da
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: waiting threads sleep instead of spinning. On CPUs shared with other work,
+# spinning threads wait for a partner that is not scheduled: 3-4x the CPU time and wall-clock per step here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -63,7 +69,6 @@ from hivtp.fidelity import accuracy, encode, predict
 from hivtp.generate import build_prompt
 from hivtp.loading import MODEL_CLASSES, checkpoint_type
 from hivtp.runtime.hf import PruneOps, apply
-from hivtp.runtime.layout import crops_per_image
 from hivtp.shapes import CELL, COLOURS, HELD_OUT_SEED, KINDS, SHAPES, SIDE, held_out, sample
 from hivtp.timing import git_commit
 
@@ -176,11 +181,10 @@ def question_batch(processor, samples) -> dict[str, torch.Tensor]:
     return dict(inputs)
 
 
-def drop_budgets(generator: torch.Generator, images: int, patches: int, full_share: float) -> torch.Tensor:
-    """[images] random token budgets: every patch with probability full_share, else log-uniform in [2, P]."""
-    u, full = torch.rand(images, generator=generator), torch.rand(images, generator=generator) < full_share
-    budgets = torch.exp(math.log(2) + u * (math.log(patches) - math.log(2))).round().long()  # [images]
-    return budgets.masked_fill(full, patches)
+def drop_budget(generator: torch.Generator, patches: int, full_share: float) -> int:
+    """A random token budget: every patch with probability full_share, else log-uniform in [2, P]."""
+    u, full = torch.rand(2, generator=generator).tolist()
+    return patches if full < full_share else round(math.exp(math.log(2) + u * (math.log(patches) - math.log(2))))
 
 
 def no_scores(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
@@ -189,31 +193,27 @@ def no_scores(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
 
 
 class RandomDrop:
-    """A `Selector` keeping budgets[m] patches of crop m, drawn uniformly (ascending, -1 padded)."""
+    """A `Selector` keeping `budget` patches of every image / crop, drawn uniformly (ascending)."""
 
-    def __init__(self, budgets: torch.Tensor, generator: torch.Generator) -> None:
-        self.budgets, self.generator = budgets, generator  # budgets [C]
+    def __init__(self, budget: int, generator: torch.Generator) -> None:
+        self.budget, self.generator = budget, generator
 
     def __call__(self, scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
         C, P = scores.shape
-        counts = self.budgets.clamp(1, P)  # [C]
-        indices = torch.full((C, int(counts.max())), -1, dtype=torch.int64)  # [C, Kmax]
-        for c, k in enumerate(counts.tolist()):
-            indices[c, :k] = torch.randperm(P, generator=self.generator)[:k].sort().values
-        return indices, counts
+        k = min(self.budget, P)
+        indices = torch.stack([torch.randperm(P, generator=self.generator)[:k].sort().values for _ in range(C)])  # [C, k]
+        return indices, torch.full((C,), k, dtype=torch.int64)
 
 
-def random_drop_model(model, inputs: dict[str, torch.Tensor], args: argparse.Namespace, step: int):
-    """The model wrapped so that its forward sees `inputs`' images randomly pruned (deployed layout)."""
+def random_drop_model(model, args: argparse.Namespace, step: int):
+    """The model wrapped so that its forward sees its images randomly pruned, in the deployed layout.
+
+    One budget per step (per crop for NeXT): every row then has the same length, so no row pays
+    for another's padding."""
     generator = torch.Generator().manual_seed((args.seed * 10 + 3) * 10**7 + step)
-    cfg = model.config
-    patches = (cfg.vision_config.image_size // cfg.vision_config.patch_size) ** 2
-    images = inputs["input_ids"].shape[0]
-    budgets = drop_budgets(generator, images, patches, args.drop_full)  # [M]
-    if "image_sizes" in inputs:  # NeXT: one budget per image, for each of its crops
-        crops = crops_per_image(inputs["image_sizes"], cfg.image_grid_pinpoints, cfg.vision_config.image_size)
-        budgets = budgets.repeat_interleave(torch.tensor(crops))  # [C]
-    return apply(model, HIVTPConfig(score_layers=(0,)), PruneOps(score=no_scores, select=RandomDrop(budgets, generator)))
+    vision = model.config.vision_config
+    budget = drop_budget(generator, (vision.image_size // vision.patch_size) ** 2, args.drop_full)
+    return apply(model, HIVTPConfig(score_layers=(0,)), PruneOps(score=no_scores, select=RandomDrop(budget, generator)))
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
@@ -306,7 +306,7 @@ def train(args: argparse.Namespace) -> None:
                 running.setdefault("feature_var", []).append(float(hidden[:, 1:].detach().var(dim=1).mean()))
             elif stage == 3:
                 inputs = question_batch(processor, samples)
-                dropped = random_drop_model(model, inputs, args, step)
+                dropped = random_drop_model(model, args, step)
                 out = dropped(**inputs)
                 loss = out.loss
                 running.setdefault("visual_tokens", []).append(float(dropped.last_pruned.kept_tokens.float().mean()))
@@ -410,9 +410,9 @@ def recipe_text(args: argparse.Namespace) -> str:
     if args.drop_steps:
         parts.append(
             f"stage 3: tower frozen, projector + decoder on the questions with method-agnostic random token "
-            f"dropping, {args.drop_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine: per image "
+            f"dropping, {args.drop_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine: per step "
             f"all patches with probability {args.drop_full}, else a budget log-uniform in [2, 64] (per crop for "
-            f"NeXT), the kept patches drawn uniformly; sequences built by `prune_inputs` in the deployed layout "
+            f"NeXT), per image / crop the kept patches drawn uniformly; sequences built by `prune_inputs` in the deployed layout "
             f"(kept tokens compacted, positions renumbered); answer loss only; no selection method in the loop")
     return "; ".join(parts) + ". The tower, which alone decides what HIVTP and the baselines keep, is frozen after stage 1"
 
@@ -469,7 +469,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--answer-loss", type=float, default=0.0, help="weight of the stage-2 answer-at-subject loss (0: off)")
     parser.add_argument("--cell-loss-from", type=int, default=3200, help="stage-2 step from which the token loss adds row / column")
     parser.add_argument("--drop-steps", type=int, default=0, help="stage-3 steps of random token dropping (0: none)")
-    parser.add_argument("--drop-full", type=float, default=0.2, help="stage 3: share of images that keep every patch")
+    parser.add_argument("--drop-full", type=float, default=0.2, help="stage 3: share of steps that keep every patch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=200)
