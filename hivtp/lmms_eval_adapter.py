@@ -3,7 +3,8 @@
 lmms-eval's `LlavaHf.__init__` refuses unknown keyword arguments, so the HIVTP fields travel in
 `--model_args` with a `hivtp_` prefix, are taken out here, and the loaded model is wrapped with
 `hivtp.apply` (whose `forward` / `generate` are what `LlavaHf.loglikelihood` / `generate_until`
-call). lmms-eval splits `--model_args` on commas, so tuples use other separators:
+call). lmms-eval splits `--model_args` on commas, so tuples use other separators
+(`hivtp_score_layers=relative`, the default, scores at the paper's relative depth):
 
     python -m hivtp.lmms_eval_adapter --model llava_hf_hivtp \\
         --model_args pretrained=llava-hf/llava-1.5-7b-hf,hivtp_budget=192,hivtp_score_layers=6/7/8,hivtp_regions=2x2 \\
@@ -22,7 +23,7 @@ import sys
 from functools import lru_cache
 from typing import Any
 
-from hivtp.config import HIVTPConfig
+from hivtp.config import RELATIVE, HIVTPConfig
 from hivtp.runtime.hf import apply
 
 MODEL_NAME = "llava_hf_hivtp"
@@ -49,7 +50,7 @@ def split_model_args(kwargs: dict[str, Any]) -> tuple[dict[str, Any], HIVTPConfi
     ours = {k[len(PREFIX):]: v for k, v in kwargs.items() if k.startswith(PREFIX)}
     parsers = {
         "budget": lambda v: None if str(v).lower() in ("none", "") else int(v),
-        "score_layers": lambda v: _tuple(v, "/:"),
+        "score_layers": lambda v: v if str(v) == RELATIVE else _tuple(v, "/:"),
         "regions": lambda v: _tuple(v, "x/:"),
         "global_ratio": float,
         "window": int,

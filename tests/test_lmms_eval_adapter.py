@@ -73,6 +73,7 @@ def test_split_model_args() -> None:
     assert config == HIVTPConfig(budget=192, score_layers=(5, 6, 7), regions=(3, 2), global_ratio=0.5, window=3)
     assert adapter.split_model_args({"hivtp_budget": "None"})[1] == HIVTPConfig()
     assert adapter.split_model_args({"hivtp_score_layers": 8})[1].score_layers == (8,)
+    assert adapter.split_model_args({"hivtp_score_layers": "relative"})[1] == HIVTPConfig()
     with pytest.raises(ValueError, match="unknown HIVTP model_args"):
         adapter.split_model_args({"hivtp_bugdet": 1})
     with pytest.raises(ValueError, match="bad HIVTP model_args"):
