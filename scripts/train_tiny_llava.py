@@ -66,6 +66,7 @@ from torch import nn
 from hivtp.config import HIVTPConfig
 from hivtp.demo import tiny_config, tiny_processor, tiny_tokenizer
 from hivtp.fidelity import accuracy, encode, predict
+from hivtp.fidelity_shapes import no_scores
 from hivtp.generate import build_prompt
 from hivtp.loading import MODEL_CLASSES, checkpoint_type
 from hivtp.runtime.hf import PruneOps, apply
@@ -185,11 +186,6 @@ def drop_budget(generator: torch.Generator, patches: int, full_share: float) -> 
     """A random token budget: every patch with probability full_share, else log-uniform in [2, P]."""
     u, full = torch.rand(2, generator=generator).tolist()
     return patches if full < full_share else round(math.exp(math.log(2) + u * (math.log(patches) - math.log(2))))
-
-
-def no_scores(queries: torch.Tensor, keys: torch.Tensor) -> torch.Tensor:
-    """queries [L, M, H, N, d] -> [M, P] zeros: random dropping looks at nothing."""
-    return queries.new_zeros(queries.shape[1], queries.shape[3] - 1, dtype=torch.float32)
 
 
 class RandomDrop:

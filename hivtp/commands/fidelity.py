@@ -16,7 +16,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--prompt", default="what is in the picture ?", help="the question asked about every image (--images)")
     parser.add_argument("--budgets", type=comma_ints, help="tokens per image (per crop for NeXT); default: 32,16,8,4 for shapes")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="answer length (--images)")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random-selection baseline")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and the oracle's random fill")
+    parser.add_argument("--positions", choices=("both", "renumbered"), default="both",
+                        help="shapes mode: also run every pruned row with kept tokens at their original position ids "
+                             "(an ablation; the deployed layout renumbers them), or the deployed layout only")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="shapes mode: what each method keeps of the question's subjects, from the vision tower alone "
+                             "(no decoder: seconds)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
     parser.add_argument("--out", type=path, help="JSON path (default: results/fidelity/<name>-<date>.json; the PNG beside it)")
     add_config_arguments(parser)
@@ -24,10 +30,14 @@ def add_parser(commands: Any) -> None:
 
 
 def run(args: argparse.Namespace) -> None:
-    from hivtp.fidelity import run_agreement, run_shapes
-
     base = config_from(args)
     if args.images:
+        if args.selection_only or args.positions != "both":
+            raise ValueError("--selection-only and --positions apply to shapes mode, not to --images")
+        from hivtp.fidelity import run_agreement
+
         run_agreement(args, base)
     else:
+        from hivtp.fidelity_shapes import run_shapes
+
         run_shapes(args, base)
