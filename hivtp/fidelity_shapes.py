@@ -68,18 +68,20 @@ def scored(samples: list[Sample], answers: list[str]) -> dict[str, Any]:
             "per_kind": per_kind, "per_kind_ci": {k: wilson(round(v * sizes[k]), sizes[k]) for k, v in per_kind.items()}}
 
 
+def views_per_image(model: Any, processed: Any, images: int) -> list[int]:
+    """Views of each processed image: 1 for LLaVA; NeXT's base view plus its real crops."""
+    if "image_sizes" not in processed:
+        return [1] * images
+    cfg = model.config
+    return crops_per_image(processed["image_sizes"], cfg.image_grid_pinpoints, cfg.vision_config.image_size)
+
+
 def batches_of(model: Any, processor: Any, samples: list[Sample]) -> list[Batch]:
     """The samples encoded once (`fidelity.encode`), with each one's view count."""
-    encoded, size = encode(processor, samples), 0
-    batches = []
-    for inputs in encoded:
+    batches, size = [], 0
+    for inputs in encode(processor, samples):
         b = inputs["input_ids"].shape[0]
-        if "image_sizes" in inputs:
-            cfg = model.config
-            crops = crops_per_image(inputs["image_sizes"], cfg.image_grid_pinpoints, cfg.vision_config.image_size)
-        else:
-            crops = [1] * b
-        batches.append(Batch(inputs, samples[size : size + b], crops))
+        batches.append(Batch(inputs, samples[size : size + b], views_per_image(model, inputs, b)))
         size += b
     return batches
 
@@ -101,9 +103,7 @@ def cell_views(model: Any, processor: Any) -> list[list[set[int]]]:
     pixels = processed["pixel_values"].float()  # [2 + G, views, 3, S, S] (NeXT) or [2 + G, 3, S, S]
     if pixels.dim() == 4:
         pixels = pixels[:, None]
-    if "image_sizes" in processed:
-        cfg = model.config
-        pixels = pixels[:, : crops_per_image(processed["image_sizes"][:1], cfg.image_grid_pinpoints, cfg.vision_config.image_size)[0]]
+    pixels = pixels[:, : views_per_image(model, processed, len(images))[0]]  # every image has the same size
     black, white, cells = pixels[0], pixels[1], pixels[2:]  # [V, 3, S, S] x2, [G, V, 3, S, S]
     lit = ((cells - black) > 0.5 * (white - black)) & ((white - black) > 0)  # [G, V, 3, S, S]
     patch = model.config.vision_config.patch_size

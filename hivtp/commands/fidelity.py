@@ -24,7 +24,7 @@ def add_parser(commands: Any) -> None:
                         help="shapes mode: what each method keeps of the question's subjects, from the vision tower alone "
                              "(no decoder: seconds)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu or cuda")
-    parser.add_argument("--out", type=path, help="JSON path (default: results/fidelity/<name>-<date>.json; the PNG beside it)")
+    parser.add_argument("--out", type=path, help="JSON path (default: results/fidelity/shapes-<date>-<commit>.json, with --images <model>-<date>.json; the PNG beside it)")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 
