@@ -31,8 +31,8 @@ from PIL import Image
 from tqdm import tqdm
 
 from hivtp.config import PAPER_SCORE_LAYERS, RELATIVE, HIVTPConfig
-from hivtp.fidelity import METHODS, Predictions, accuracy, encode, method_setup, predict
-from hivtp.runtime.hf import PruneOps, apply, patch_grid, select_and_project
+from hivtp.fidelity import METHODS, Predictions, accuracy, encode, method_setup, predict, with_counts
+from hivtp.runtime.hf import PruneOps, Scorer, apply, default_ops, patch_grid, select_and_project
 from hivtp.runtime.layout import crops_per_image, flatten_crops
 from hivtp.shapes import CELL, KINDS, SIDE, Sample, Thing, held_out
 from hivtp.timing import run_metadata, save_figure, write_json
@@ -134,15 +134,35 @@ def subject_metrics(samples: list[Sample], kept: list[list[set[int]]], views: li
             "all_subjects_kept": sum(all(per) for per in flags) / len(flags)}
 
 
+Scores = list[tuple[tuple[int, int], torch.Tensor]]  # per batch: patch grid, scores [C, P]
+
+
 @torch.inference_mode()
-def tower_selection(model: Any, batches: list[Batch], config: HIVTPConfig, ops: PruneOps | None) -> Selection:
-    """Every view's kept patches, from the vision tower alone (the decoder never runs)."""
-    selection = []
+def tower_scores(model: Any, batches: list[Batch], config: HIVTPConfig, score: Scorer) -> Scores:
+    """Every view's scores from the vision tower alone, computed by pruning's own `select_and_project`."""
+    out = []
     for batch in batches:
+        recorded: list[torch.Tensor] = []
+
+        def record(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+            recorded.append(scores)  # [C, P]; keep nothing, project nothing
+            return with_counts(scores.new_zeros(scores.shape[0], 0, dtype=torch.int64))
+
         pixels = flatten_crops(batch.inputs["pixel_values"], batch.crops).to(model.device, model.dtype)  # [C, 3, S, S]
-        _, indices, counts, _ = select_and_project(model, pixels, config, ops)
-        selection.append((indices.cpu(), counts.cpu()))
-    return selection
+        grid = select_and_project(model, pixels, config, PruneOps(score=score, select=record))[0]
+        out.append((grid, recorded[0]))
+    return out
+
+
+def tower_selection(model: Any, batches: list[Batch], config: HIVTPConfig, ops: PruneOps | None,
+                    cache: dict[Any, Scores]) -> Selection:
+    """Every view's kept patches from the vision tower alone (the decoder never runs). One tower pass per
+    scorer and score layers: every budget, and every method that ignores the scores, reuses it."""
+    ops = ops or default_ops(model.device)
+    key = (layers_label(model, config), ops.score)
+    if key not in cache:
+        cache[key] = tower_scores(model, batches, config, ops.score)
+    return [tuple(t.cpu() for t in ops.select(scores, grid, config)[:2]) for grid, scores in cache[key]]
 
 
 def label_selection(batches: list[Batch], views: list[list[set[int]]], patches: int, budget: int | None,
@@ -202,25 +222,25 @@ def layers_label(model: Any, config: HIVTPConfig) -> str:
 def selections(model: Any, batches: list[Batch], views: list[list[set[int]]], base: HIVTPConfig,
                budgets: tuple[int, ...], seed: int) -> list[tuple[str, str, int | None, Selection]]:
     """(method, score layers, budget, selection) of every row with pruning, in table order."""
-    generator = torch.Generator().manual_seed(seed)
+    generator, cache = torch.Generator().manual_seed(seed), {}
     grid = patch_grid(model.config.vision_config)
     patches = grid[0] * grid[1]
     hivtp = "hivtp-rel" if base.score_layers == RELATIVE else "hivtp"
     paper_layers = replace(base, score_layers=PAPER_SCORE_LAYERS)
     with_abs = layers_label(model, base) != layers_label(model, paper_layers)
     paper = replace(base, budget=None)
-    runs = [("hivtp-paper", layers_label(model, paper), None, tower_selection(model, batches, paper, None)),
+    runs = [("hivtp-paper", layers_label(model, paper), None, tower_selection(model, batches, paper, None, cache)),
             ("objects", "-", None, label_selection(batches, views, patches, None, True, generator))]
     for budget in budgets:
         config = replace(base, budget=budget)
-        runs.append((hivtp, layers_label(model, config), budget, tower_selection(model, batches, config, None)))
+        runs.append((hivtp, layers_label(model, config), budget, tower_selection(model, batches, config, None, cache)))
         if with_abs:
             runs.append(("hivtp-abs", layers_label(model, paper_layers), budget,
-                         tower_selection(model, batches, replace(paper_layers, budget=budget), None)))
+                         tower_selection(model, batches, replace(paper_layers, budget=budget), None, cache)))
         for method in METHODS[1:]:  # the baselines
             method_config, ops = method_setup(method, model, config, generator)
             layers = layers_label(model, method_config) if method == "cls" else "-"
-            runs.append((method, layers, budget, tower_selection(model, batches, method_config, ops)))
+            runs.append((method, layers, budget, tower_selection(model, batches, method_config, ops, cache)))
         runs.append(("oracle", "-", budget, label_selection(batches, views, patches, budget, False, generator)))
     return runs
 

@@ -65,7 +65,7 @@ def test_replaying_the_towers_selection_is_pruning_itself(tiny) -> None:
     _, model, processor = tiny
     batches = batches_of(model, processor, SAMPLES)
     config = HIVTPConfig(budget=6)
-    selection = tower_selection(model, batches, config, None)
+    selection = tower_selection(model, batches, config, None, {})
     direct = predict(apply(model, config), processor, [b.inputs for b in batches])
     replay = replayed(model, processor, batches, selection, "renumbered")
     assert replay.answers == direct.answers and replay.kept_patches == direct.kept_patches
