@@ -50,15 +50,15 @@ class VisionPath(torch.nn.Module):
         vision_config = model.config.vision_config
         self.tower = model.model.vision_tower
         self.projector = model.model.multi_modal_projector
-        self.hivtp_config = config
         self.grid = patch_grid(vision_config)
         self.image_size = vision_config.image_size
-        config.check_encoder(len(clip_core(self.tower).encoder.layers))
         self.feature_layer = config.resolve_feature_layer(
             model.config.vision_feature_layer, vision_config.num_hidden_layers + 1
         )
+        # explicit score layers: the export and the manifest record the layers the engine scores with
+        self.hivtp_config = config.for_tower(len(clip_core(self.tower).encoder.layers), self.feature_layer)
         self.select_impl = select_impl
-        self.selection = StandardSelection(self.grid, config) if select_impl == "onnx" else None
+        self.selection = StandardSelection(self.grid, self.hivtp_config) if select_impl == "onnx" else None
 
     @property
     def kmax(self) -> int:
@@ -83,6 +83,7 @@ class ExportedVision:
     hidden_size: int  # D of the projected features
     dtype: torch.dtype
     select_impl: str  # "plugin" (hivtp::Score / Select nodes) or "onnx" (standard ops only)
+    config: HIVTPConfig  # with the score layers resolved for this tower
 
 
 def export_vision(
@@ -111,9 +112,10 @@ def export_vision(
             output_names=OUTPUT_NAMES, dynamic_shapes=({0: batch},),
             custom_translation_table=ops.translation_table(), verbose=False,
         )
-    info = ExportedVision(path, module.kmax, module.grid, side, model.config.text_config.hidden_size, dtype, select_impl)
+    info = ExportedVision(path, module.kmax, module.grid, side, model.config.text_config.hidden_size, dtype, select_impl,
+                          module.hivtp_config)
     program.model.metadata_props.update({
-        "hivtp.config": json.dumps(config.to_dict()), "hivtp.grid": json.dumps(list(info.grid)),
+        "hivtp.config": json.dumps(info.config.to_dict()), "hivtp.grid": json.dumps(list(info.grid)),
         "hivtp.kmax": str(info.kmax), "hivtp.select_impl": select_impl,
     })
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -245,7 +245,7 @@ def build(options: BuildOptions) -> Path:
             "vision_engine": None if options.onnx_only else "vision/model.engine",
             "decoder_engine": None if options.onnx_only else "decoder",
         }
-        write_manifest(work, config=options.config, model_dir=options.model_dir, build=facts,
+        write_manifest(work, config=exported.config, model_dir=options.model_dir, build=facts,
                        plugin_library=options.plugin_library)
         bar.update()
     return output

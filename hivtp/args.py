@@ -11,7 +11,7 @@ import math
 from collections.abc import Callable
 from pathlib import Path
 
-from hivtp.config import HIVTPConfig
+from hivtp.config import RELATIVE, HIVTPConfig
 
 
 class OneLineParser(argparse.ArgumentParser):
@@ -61,6 +61,19 @@ def int_tuple(text: str) -> tuple[int, ...]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
 
 
+def score_layers(text: str) -> tuple[int, ...] | str:
+    """'relative' or comma-separated layer indices >= 0, e.g. 6,7,8."""
+    if text == RELATIVE:
+        return text
+    try:
+        layers = tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected {RELATIVE!r} or comma-separated layer indices, got {text!r}") from None
+    if any(x < 0 for x in layers):
+        raise argparse.ArgumentTypeError(f"expected layer indices >= 0, got {text!r}")
+    return layers
+
+
 def comma_ints(text: str) -> tuple[int, ...]:
     """Positive integers separated by commas, e.g. 1,8,32."""
     return tuple(positive_int(part) for part in text.split(","))
@@ -87,17 +100,15 @@ def add_config_arguments(parser: argparse.ArgumentParser) -> None:
     d = HIVTPConfig()
     group = parser.add_argument_group("HIVTP selection")
     group.add_argument("--budget", type=positive_int, help="exact visual tokens per image (per crop for NeXT) (default: paper mode)")
-    group.add_argument("--score-layers", type=int_tuple,
-                       help=f"0-based encoder layers that score tokens (default: {','.join(map(str, d.score_layers))})")
+    group.add_argument(
+        "--score-layers", type=score_layers,
+        help="0-based encoder layers whose attention scores tokens, e.g. 6,7,8; 'relative': the paper's layers 6-8 "
+             "of 24 at the same depth of this tower (3 layers from a quarter of its depth, below the feature "
+             f"layer's: 6,7,8 on 24 layers, 2,3,4 on the shipped 10-layer towers) (default: {d.score_layers})")
     group.add_argument("--regions", type=int_tuple, help=f"region split rows,cols (default: {d.regions[0]},{d.regions[1]})")
     group.add_argument("--global-ratio", type=ratio,
                        help=f"share of each region kept by the global stage, paper mode (default: {d.global_ratio})")
     group.add_argument("--window", type=positive_int, help=f"local-stage window side, paper mode (default: {d.window})")
-
-
-def config_options_given(args: argparse.Namespace) -> list[str]:
-    """The HIVTP selection options the user passed."""
-    return [option for field, option in CONFIG_OPTIONS.items() if getattr(args, field, None) is not None]
 
 
 def config_from(args: argparse.Namespace) -> HIVTPConfig:

@@ -31,6 +31,9 @@ from hivtp.timing import Stats, measure, run_metadata, write_json
 KERNEL_SHARE_TARGET = 0.01  # kernel time < 1% of the encoder's
 
 
+LLAVA_FEATURE_LAYER = -2  # vision_feature_layer of every LLaVA-1.5 / NeXT preset and shipped model
+
+
 def vision_tower(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
     """The CLIP tower alone for --random-init (7B presets fit a CPU: the tower is 0.3B), else the checkpoint's."""
     if args.model:
@@ -54,7 +57,7 @@ def op_inputs(stage: str, vision_config: Any, config: HIVTPConfig, batch: int, d
 
             kernel = lambda: select(scores, grid, config)  # noqa: E731
         return (lambda: select_tokens(scores, grid, config)), kernel, {}
-    L, H, N = len(config.score_layers), vision_config.num_attention_heads, P + 1
+    L, H, N = len(config.layers), vision_config.num_attention_heads, P + 1
     d = vision_config.hidden_size // H
     q = torch.randn(L, batch, H, N, d, device=device, dtype=dtype)  # [L, B, H, N, d]
     k = torch.randn_like(q)  # [L, B, H, N, d]
@@ -87,6 +90,7 @@ def run_kernels(args: argparse.Namespace) -> None:
     check_sizes(source_config(args), config, args.batch or (1, 8, 32), 1, device, dtype)
     tower, label = vision_tower(args, device, dtype)
     vision_config = tower.config
+    config = config.for_tower(vision_config.num_hidden_layers, LLAVA_FEATURE_LAYER)
     timed: dict[str, Any] = dict(device=device, warmup=args.warmup, repeats=args.repeats)
     rows = []
     for batch in tqdm(args.batch or (1, 8, 32), desc=f"{args.stage} batches", unit="batch"):

@@ -1,8 +1,9 @@
 """`hivtp fidelity`: how much of the model's accuracy each pruning method keeps, at equal token counts.
 
 Two modes:
-- shapes (default): the shipped tiny LLaVA-1.5 / LLaVA-NeXT, trained on the synthetic shapes task
-  (`hivtp.shapes`), answer held-out questions; reported is accuracy overall and per question kind.
+- shapes (default, `hivtp.fidelity_shapes`): the shipped tiny LLaVA-1.5 / LLaVA-NeXT, trained on the
+  synthetic shapes task (`hivtp.shapes`), answer held-out questions; reported are what each method
+  keeps of the question's subjects and the accuracy overall and per question kind.
 - agreement (`--images DIR`, any checkpoint): no labels, so the reference is the same model without
   pruning: the share of images whose greedy answer is unchanged, and the mean first-token KL.
 
@@ -26,13 +27,12 @@ from tqdm import tqdm
 
 from hivtp.config import HIVTPConfig
 from hivtp.generate import build_prompt
-from hivtp.runtime.hf import HIVTPModel, PruneOps, apply, patch_grid
-from hivtp.shapes import KINDS, Sample, held_out
-from hivtp.timing import run_metadata, save_figure, write_json
+from hivtp.runtime.hf import HIVTPModel, PruneOps, apply
+from hivtp.shapes import KINDS, Sample
+from hivtp.timing import run_metadata, write_json
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 METHODS = ("hivtp", "uniform", "random", "cls")
-SHAPES_BUDGETS = (32, 16, 8, 4)  # of 64 patches per image / crop: 50, 25, 12.5 and 6.25 %
 
 
 def list_images(folder: str | Path) -> list[Path]:
@@ -125,92 +125,11 @@ def predict(model: Any, processor: Any, batches: list[Any]) -> Predictions:
     return result
 
 
-def subjects_kept(samples: list[Sample], kept_patches: list[set[int]] | None, grid: int) -> float:
-    """Share of the things questions are about whose patch survived selection (base image / crop)."""
-    if kept_patches is None:
-        return 1.0
-    things = [t.row * grid + t.col in kept for s, kept in zip(samples, kept_patches) for t in s.about]
-    return sum(things) / len(things)
-
-
 def accuracy(samples: list[Sample], answers: list[str]) -> dict[str, float]:
     """Share of right answers overall and per question kind."""
     right = [s.answer == a for s, a in zip(samples, answers, strict=True)]
     kinds = {kind: [r for r, s in zip(right, samples) if s.kind == kind] for kind in KINDS}
     return {"overall": sum(right) / len(right), **{k: sum(v) / len(v) for k, v in kinds.items() if v}}
-
-
-def shapes_rows(model: Any, processor: Any, label: str, samples: list[Sample], base: HIVTPConfig,
-                budgets: tuple[int, ...], seed: int) -> list[dict[str, Any]]:
-    """The full model, HIVTP paper mode, then every method at every budget."""
-    generator = torch.Generator().manual_seed(seed)
-    runs: list[tuple[str, int | None, Any]] = [("full", None, model), ("hivtp-paper", None, apply(model, replace(base, budget=None)))]
-    for budget in budgets:
-        for method in METHODS:
-            config, ops = method_setup(method, model, replace(base, budget=budget), generator)
-            runs.append((method, budget, apply(model, config, ops)))
-    grid = patch_grid(model.config.vision_config)[1]
-    batches = encode(processor, samples)
-    rows = []
-    for method, budget, runner in tqdm(runs, desc=f"fidelity {label}", unit="run"):
-        predictions = predict(runner, processor, batches)
-        scores = accuracy(samples, predictions.answers)
-        rows.append({"model": label, "method": method, "budget": budget, "tokens_kept": predictions.visual_tokens,
-                     "subjects_kept": subjects_kept(samples, predictions.kept_patches, grid),
-                     "accuracy": scores.pop("overall"), "per_kind": scores})
-    return rows
-
-
-def print_shapes_table(rows: list[dict[str, Any]]) -> None:
-    print(f"{'model':<18} {'method':<12} {'budget':>6} {'tokens':>7} {'subjects':>9} {'overall':>8} " + " ".join(f"{k:>8}" for k in KINDS))
-    for r in rows:
-        print(f"{r['model']:<18} {r['method']:<12} {r['budget'] or '-':>6} {r['tokens_kept']:>7.1f} {r['subjects_kept']:>9.1%} "
-              f"{r['accuracy']:>8.1%} " + " ".join(f"{r['per_kind'][k]:>8.1%}" if k in r["per_kind"] else f"{'-':>8}" for k in KINDS))
-
-
-def plot_shapes(rows: list[dict[str, Any]], title: str) -> Any:
-    """Accuracy against visual tokens kept, one panel per model, one line per method."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    models = list(dict.fromkeys(r["model"] for r in rows))
-    figure, axes = plt.subplots(1, len(models), figsize=(5.5 * len(models), 4), squeeze=False)
-    for ax, name in zip(axes[0], models):
-        mine = [r for r in rows if r["model"] == name]
-        for method in METHODS:
-            line = sorted((r for r in mine if r["method"] == method), key=lambda r: r["tokens_kept"])
-            ax.plot([r["tokens_kept"] for r in line], [r["accuracy"] for r in line], "o-", label=method)
-        for r in mine:
-            if r["method"] in ("full", "hivtp-paper"):
-                ax.plot([r["tokens_kept"]], [r["accuracy"]], "*" if r["method"] == "full" else "s", markersize=10, label=r["method"])
-        ax.set(xlabel="visual tokens kept per image", ylabel="held-out accuracy", title=name, ylim=(0, 1.02))
-        ax.legend(fontsize=7)
-    figure.suptitle(title, fontsize=9)
-    return figure
-
-
-def run_shapes(args: argparse.Namespace, base: HIVTPConfig) -> None:
-    from hivtp.demo import shipped_model
-    from hivtp.loading import load_llava
-
-    models = [Path(args.model)] if args.model else [shipped_model("llava"), shipped_model("llava_next")]
-    samples = held_out(args.questions)
-    budgets = args.budgets or SHAPES_BUDGETS
-    rows = []
-    for directory in models:
-        model, processor = load_llava(directory, device=args.device, hivtp_config=base)
-        rows += shapes_rows(model, processor, directory.name, samples, base, budgets, args.seed)
-    print(f"hivtp fidelity: {len(samples)} held-out shapes questions, {len(samples) // len(KINDS)} per kind; "
-          f"budgets are tokens per image (per crop for NeXT); tokens = mean visual tokens the LLM saw per image; "
-          f"subjects = share of the things each question is about whose patch was kept (base image / crop)")
-    print_shapes_table(rows)
-    meta = run_metadata(model.device)
-    out = args.out
-    write_json(out, {**meta, "task": "shapes", "questions": len(samples), "seed": args.seed, "hivtp": base.to_dict(), "rows": rows})
-    save_figure(out.with_suffix(".png"), plot_shapes(rows, f"hivtp fidelity, shapes task, {len(samples)} held-out questions, commit {meta['commit']}"))
-    print(f"wrote {out} and {out.with_suffix('.png')}")
 
 
 # ---- agreement mode: any checkpoint, any images, the full model as reference ----

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hivtp.config import HIVTPConfig
+from hivtp.config import PAPER_SCORE_LAYERS, HIVTPConfig
 
 SCORE, SELECT = "Score", "Select"
 PLUGIN_NAMESPACE = "hivtp"
@@ -40,7 +40,7 @@ class PluginFieldSpec:
 
 PLUGIN_FIELDS: tuple[PluginFieldSpec, ...] = (
     PluginFieldSpec(
-        "score_layers", "kINT32", "INTS", (SCORE,), HIVTPConfig.score_layers,
+        "score_layers", "kINT32", "INTS", (SCORE,), PAPER_SCORE_LAYERS,
         "encoder layers whose attention scores the tokens; the L axis of queries/keys must have this length",
     ),
     PluginFieldSpec(
@@ -78,6 +78,7 @@ PLUGIN_IO: dict[str, dict[str, tuple[str, ...]]] = {
 # HIVTPConfig fields that are deliberately not plugin fields, with the reason.
 CONFIG_ONLY_FIELDS: dict[str, str] = {
     "feature_layer": "chooses the hidden state wired into Select's features input at export time",
+    "positions": "position ids of the pruned sequence, laid out after the vision engine (torch backend only)",
 }
 
 
@@ -87,9 +88,9 @@ def fields_of(plugin: str) -> tuple[PluginFieldSpec, ...]:
 
 
 def encode(config: HIVTPConfig, grid: tuple[int, int] = (0, 0)) -> dict[str, dict[str, Any]]:
-    """ONNX attributes of each plugin for `config`: {"Score": {...}, "Select": {...}}."""
+    """ONNX attributes of each plugin for `config` (score layers resolved): {"Score": {...}, "Select": {...}}."""
     values = {
-        "score_layers": list(config.score_layers),
+        "score_layers": list(config.layers),
         "regions": list(config.regions),
         "global_ratio": float(config.global_ratio),
         "window": int(config.window),

@@ -11,7 +11,7 @@ hidden, D text hidden, B prompt rows, T pruned length.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from collections.abc import Callable
 from typing import Any
 
@@ -25,7 +25,11 @@ from hivtp.runtime.layout import (
     PrunedSequence,
     crops_per_image,
     flatten_crops,
+    kept_mask,
+    layout_offsets,
     next_features,
+    next_layouts,
+    original_position_ids,
     pad_id_of,
     prune_sequence,
     split_kept,
@@ -75,12 +79,12 @@ def tower_qk(
     the d^-0.5 scale, so SDPA stays on and no attention map is ever requested. Dv' = Dv * feature layers.
     """
     encoder_layers = clip_core(tower).encoder.layers
-    config.check_encoder(len(encoder_layers))
+    score_layers = config.for_tower(len(encoder_layers), feature_layer).layers  # 'relative' resolved here
     dtype = next(tower.parameters()).dtype
     hidden = tower(pixel_values.to(dtype), output_hidden_states=True).hidden_states  # L+1 x [M, N, Dv]
     M, N, _ = hidden[0].shape
     queries, keys = [], []
-    for layer in config.score_layers:
+    for layer in score_layers:
         block = encoder_layers[layer]
         attn = block.self_attn
         x = block.layer_norm1(hidden[layer])  # [M, N, Dv]
@@ -186,6 +190,17 @@ def check_inputs(
         raise ValueError(f"pixel_values must end in (3, {side}, {side}) for this model, got {tuple(pixel_values.shape)}")
 
 
+def kept_offsets(model: Any, indices: torch.Tensor, counts: torch.Tensor, image_sizes: torch.Tensor | None) -> torch.Tensor:
+    """[sum of kept tokens]: where each kept token sat in its image's unpruned run (positions='original')."""
+    if not isinstance(model, LlavaNextForConditionalGeneration):
+        return split_kept(indices[..., None], counts)[:, 0]  # the patch index
+    cfg = model.config
+    grid = patch_grid(cfg.vision_config)
+    kept = kept_mask(indices, grid[0] * grid[1])  # [C, P]
+    layouts = next_layouts(kept, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid)
+    return torch.cat([layout_offsets(ids, full) for _, ids, full in layouts])
+
+
 def prune_inputs(
     model: Any,
     input_ids: torch.Tensor,
@@ -208,6 +223,9 @@ def prune_inputs(
     else:
         features, indices, counts, kept, full = _llava_features(model, pixel_values, config, ops)
     sequence = prune_sequence(input_ids, attention_mask, model.config.image_token_id, full, kept, pad_id_of(model.config))
+    if config.positions == "original":  # the layout ablation: kept tokens keep their unpruned position ids
+        offsets = kept_offsets(model, indices, counts, image_sizes)
+        sequence = replace(sequence, position_ids=original_position_ids(sequence, attention_mask, kept, offsets))
     return PrunedInputs(
         inputs_embeds=sequence.embeds(model.get_input_embeddings(), features),
         attention_mask=sequence.attention_mask,
@@ -268,6 +286,8 @@ class HIVTPModel:
         """Like the stock `generate`: returns cat(original input_ids, new tokens)."""
         if pixel_values is None:
             return self.model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        if self.hivtp_config.positions != "renumbered":  # HF generate numbers inputs_embeds 0, 1, 2, ...
+            raise ValueError("positions='original' works in forward and the torch backend, not in HF generate")
         pruned = self.prune(input_ids, attention_mask, pixel_values, image_sizes)
         out = self.model.generate(inputs_embeds=pruned.inputs_embeds, attention_mask=pruned.attention_mask, **kwargs)
         if isinstance(out, torch.Tensor):

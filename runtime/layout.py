@@ -10,6 +10,7 @@ Legend: B rows, S original length, T pruned length, M images in the batch (all r
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -40,6 +41,27 @@ class PrunedSequence:
         text = token_embedding(self.input_ids.masked_fill(is_image, 0))  # [B, T, D]
         image = features[self.feature_rows.clamp(min=0)].to(text.dtype)  # [B, T, D]
         return torch.where(is_image[..., None], image, text)
+
+
+def original_position_ids(
+    sequence: PrunedSequence, attention_mask: torch.Tensor | None, kept_lengths: torch.Tensor, offsets: torch.Tensor
+) -> torch.Tensor:
+    """Position ids [B, T] that give every kept token the id it had before pruning (the layout ablation).
+
+    attention_mask: the unpruned [B, S] (None: no padding); kept_lengths [M]; offsets [sum k]: where each
+    kept feature sat in its image's unpruned run (LLaVA: its patch index; NeXT: `layout_offsets`).
+    """
+    source = sequence.source_positions  # [B, T]
+    if len(offsets):
+        kept_lengths = kept_lengths.to(source.device)
+        rows = sequence.feature_rows.clamp(min=0)  # [B, T]
+        run_start = (kept_lengths.cumsum(0) - kept_lengths).repeat_interleave(kept_lengths)  # [sum k]
+        # a kept token fills slot (row - run_start) of its run, which began at (source - slot)
+        moved = source - (rows - run_start[rows]) + offsets.to(source.device)[rows]  # [B, T]
+        source = torch.where(sequence.feature_rows >= 0, moved, source)
+    if attention_mask is not None:  # left padding: HF generate's rule, cumsum(mask) - 1
+        source = (attention_mask.long().cumsum(1) - 1).gather(1, source.clamp(min=0))
+    return source.masked_fill(sequence.source_positions < 0, 1)
 
 
 def pad_id_of(hf_config: Any) -> int:
@@ -149,6 +171,38 @@ def split_kept(selected: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     return selected[valid]
 
 
+def kept_mask(indices: torch.Tensor, patches: int) -> torch.Tensor:
+    """[C, Kmax] kept patch indices (ascending, -1 padded) -> [C, P] bool."""
+    kept = torch.zeros(indices.shape[0], patches + 1, dtype=torch.bool, device=indices.device)
+    return kept.scatter(1, indices.masked_fill(indices < 0, patches), True)[:, :patches]  # column P: sentinel
+
+
+def next_layouts(
+    kept: torch.Tensor, image_sizes: torch.Tensor, pinpoints: list, crop_side: int, grid: tuple[int, int]
+) -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+    """Per LLaVA-NeXT image: (its first crop, kept layout ids [k], unpruned layout ids [f]) (`next_image_layout`)."""
+    start = 0
+    for size, n in zip(image_sizes, crops_per_image(image_sizes, pinpoints, crop_side)):
+        crop_grid = get_anyres_image_grid_shape(size, pinpoints, crop_side) if n > 1 else (0, 0)
+        mine = kept[start : start + n]  # [n, P]
+        yield start, next_image_layout(mine, grid, crop_grid, size), next_image_layout(torch.ones_like(mine), grid, crop_grid, size)
+        start += n
+
+
+def layout_offsets(ids: torch.Tensor, full: torch.Tensor) -> torch.Tensor:
+    """Where each token of a kept layout [k] sat in the unpruned one [f] (ids as `next_image_layout`'s) -> [k].
+
+    A kept newline closes the row of the token before it (a row keeps its newline only with a token)."""
+    is_token = full >= 0
+    where = torch.zeros(int(full.max()) + 1 if is_token.any() else 1, dtype=torch.int64, device=full.device)
+    where[full[is_token]] = is_token.nonzero().squeeze(1)  # crop-token id -> offset in the unpruned run
+    offsets = where[ids.clamp(min=0)]  # [k], newlines fixed below
+    newlines = (ids < 0).nonzero().squeeze(1)  # [r] slots of kept newlines, each after a token
+    row_ends = (~is_token).nonzero().squeeze(1)  # [R] offsets of every newline in the unpruned run
+    offsets[newlines] = row_ends[torch.searchsorted(row_ends, offsets[newlines - 1])]
+    return offsets
+
+
 def next_features(
     projected: torch.Tensor,
     indices: torch.Tensor,
@@ -170,19 +224,14 @@ def next_features(
     indices = indices.to(device, torch.int64)
     if C != sum(crops_per_image(image_sizes, pinpoints, crop_side)):
         raise ValueError(f"{C} crops selected, but the images have {crops_per_image(image_sizes, pinpoints, crop_side)} crops")
-    kept = torch.zeros(C, P + 1, dtype=torch.bool, device=device)
-    kept = kept.scatter(1, indices.masked_fill(indices < 0, P), True)[:, :P]  # [C, P]; column P: sentinel
+    kept = kept_mask(indices, P)  # [C, P]
     # indices ascend, so patch p of crop c sits in slot (kept patches of c before p): its row below
     rows = (kept.cumsum(1) - 1 + torch.arange(C, device=device)[:, None] * Kmax).flatten()  # [C * P]
     table = torch.cat([projected.reshape(C * Kmax, D), newline[None].to(projected)])  # [C * Kmax + 1, D]
-    pieces, kept_tokens, full_tokens, start = [], [], [], 0
-    for size, n in zip(image_sizes, crops_per_image(image_sizes, pinpoints, crop_side)):
-        crop_grid = get_anyres_image_grid_shape(size, pinpoints, crop_side) if n > 1 else (0, 0)
-        ids = next_image_layout(kept[start : start + n], grid, crop_grid, size)  # [k]: crop token ids, -1 newline
-        full = next_image_layout(torch.ones_like(kept[start : start + n]), grid, crop_grid, size)
+    pieces, kept_tokens, full_tokens = [], [], []
+    for start, ids, full in next_layouts(kept, image_sizes, pinpoints, crop_side, grid):  # ids: crop token ids, -1 newline
         pieces.append(table[torch.where(ids >= 0, rows[start * P + ids.clamp(min=0)], C * Kmax)])  # [k, D]
         kept_tokens.append(len(ids))
         full_tokens.append(len(full))
-        start += n
     counts = torch.tensor([kept_tokens, full_tokens], dtype=torch.int64, device=device)
     return torch.cat(pieces), counts[0], counts[1]

@@ -79,6 +79,13 @@ def plugin_library_path(path: str | Path | None) -> Path:
     return Path(chosen).resolve()
 
 
+def check_positions(config: HIVTPConfig) -> HIVTPConfig:
+    """TensorRT-LLM numbers the pruned sequence itself: positions='original' (an ablation) is torch-only."""
+    if config.positions != "renumbered":
+        raise ValueError(f"positions={config.positions!r} is a torch-backend ablation; TensorRT-LLM runs the renumbered layout only")
+    return config
+
+
 def engine_files(engine_dir: str | Path, plugin_library: str | Path | None = None) -> EngineFiles:
     """Read and check engine_dir/manifest.json (`hivtp.build.manifest.check_manifest`): versions, plugin hash."""
     from hivtp.build.manifest import check_manifest
@@ -94,7 +101,7 @@ def engine_files(engine_dir: str | Path, plugin_library: str | Path | None = Non
         raise ValueError(f"{engine_dir} holds no engines (built with --onnx-only): rebuild it without that flag")
     newline = engine_dir / "vision" / "image_newline.safetensors" if build["model_type"] == "llava_next" else None
     return EngineFiles(
-        config=HIVTPConfig.from_dict(manifest["hivtp_config"]),
+        config=check_positions(HIVTPConfig.from_dict(manifest["hivtp_config"])),
         model_type=build["model_type"],
         kmax=int(build["kmax"]),
         source_dir=Path(manifest["source"]["path"]),

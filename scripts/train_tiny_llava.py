@@ -23,21 +23,37 @@ each; small-model training is noisy):
 The training-only heads are dropped at export. Selection depends on the tower alone, and the tower is
 frozen before the decoder ever sees a question, so nothing here is tuned to any selection method.
 LLaVA-NeXT starts from the trained LLaVA-1.5 (same tower, projector and decoder; the newline
-embedding is new) and runs stage 2 only, on NeXT's own anyres inputs. No pruning is in the loop.
+embedding is new) and runs stage 2 only, on NeXT's own anyres inputs. No pruning is in stages 1-2.
+
+Stage 3 (--drop-steps, a continuation of a trained checkpoint of the same kind): method-agnostic random
+token dropping, so the decoder has seen pruned sequences. Per step a random budget (all patches with
+probability --drop-full, else log-uniform in [2, P]; per crop for NeXT), per image / crop a uniformly
+random kept set of that size (one budget per step: equal lengths, no padding to pay for); the sequence
+is built by `hivtp.runtime.hf.prune_inputs`, i.e. exactly the deployed layout (kept tokens
+compacted, positions renumbered, NeXT newlines for rows that keep a token). Tower frozen; projector +
+decoder learn from the answer loss only. No selection method is in the loop: the kept sets ignore the
+image and the question.
 
 Resumable: `--work` holds checkpoint.pt (written atomically every --save-every steps) and train.log;
-rerunning the same command continues where it stopped. Each step's data is a function of
-(seed, stage, step), so a resumed run sees the same data as an uninterrupted one.
+rerunning the same command continues where it stopped. Each step's data (and stage 3's kept sets) is a
+function of (seed, stage, step), so a resumed run sees the same data as an uninterrupted one. train.log
+and the model card record wall-clock and process CPU time (the CPUs may be shared: CPU time is the
+cost, wall-clock what it took here), summed over resumed runs.
 
 The exact commands of the shipped models, in order, are in their cards (hivtp/data/models/*/README.md).
 """
 
 from __future__ import annotations
 
+import os
+
+# Before torch loads OpenMP: waiting threads sleep instead of spinning. On CPUs shared with other work,
+# spinning threads wait for a partner that is not scheduled: 3-4x the CPU time and wall-clock per step here.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
 import argparse
 import json
 import math
-import os
 import shutil
 import sys
 import tempfile
@@ -47,10 +63,13 @@ from pathlib import Path
 import torch
 from torch import nn
 
+from hivtp.config import HIVTPConfig
 from hivtp.demo import tiny_config, tiny_processor, tiny_tokenizer
 from hivtp.fidelity import accuracy, encode, predict
+from hivtp.fidelity_shapes import no_scores
 from hivtp.generate import build_prompt
-from hivtp.loading import MODEL_CLASSES
+from hivtp.loading import MODEL_CLASSES, checkpoint_type
+from hivtp.runtime.hf import PruneOps, apply
 from hivtp.shapes import CELL, COLOURS, HELD_OUT_SEED, KINDS, SHAPES, SIDE, held_out, sample
 from hivtp.timing import git_commit
 
@@ -163,6 +182,36 @@ def question_batch(processor, samples) -> dict[str, torch.Tensor]:
     return dict(inputs)
 
 
+def drop_budget(generator: torch.Generator, patches: int, full_share: float) -> int:
+    """A random token budget: every patch with probability full_share, else log-uniform in [2, P]."""
+    u, full = torch.rand(2, generator=generator).tolist()
+    return patches if full < full_share else round(math.exp(math.log(2) + u * (math.log(patches) - math.log(2))))
+
+
+class RandomDrop:
+    """A `Selector` keeping `budget` patches of every image / crop, drawn uniformly (ascending)."""
+
+    def __init__(self, budget: int, generator: torch.Generator) -> None:
+        self.budget, self.generator = budget, generator
+
+    def __call__(self, scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        C, P = scores.shape
+        k = min(self.budget, P)
+        indices = torch.stack([torch.randperm(P, generator=self.generator)[:k].sort().values for _ in range(C)])  # [C, k]
+        return indices, torch.full((C,), k, dtype=torch.int64)
+
+
+def random_drop_model(model, args: argparse.Namespace, step: int):
+    """The model wrapped so that its forward sees its images randomly pruned, in the deployed layout.
+
+    One budget per step (per crop for NeXT): every row then has the same length, so no row pays
+    for another's padding."""
+    generator = torch.Generator().manual_seed((args.seed * 10 + 3) * 10**7 + step)
+    vision = model.config.vision_config
+    budget = drop_budget(generator, (vision.image_size // vision.patch_size) ** 2, args.drop_full)
+    return apply(model, HIVTPConfig(score_layers=(0,)), PruneOps(score=no_scores, select=RandomDrop(budget, generator)))
+
+
 def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
     if step < warmup:
         return peak * (step + 1) / warmup
@@ -170,18 +219,27 @@ def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
 
 
 class Log:
+    """train.log lines stamped with wall-clock and process CPU minutes, both summed over resumed runs."""
+
     def __init__(self, path: Path) -> None:
-        self.path, self.start = path, time.time()
+        self.path, self.start, self.cpu_start = path, time.time(), time.process_time()
+        self.wall_before = self.cpu_before = 0.0  # seconds spent by the runs this one resumes
+
+    def seconds(self) -> tuple[float, float]:
+        """(wall, CPU) seconds of training so far."""
+        return (self.wall_before + time.time() - self.start, self.cpu_before + time.process_time() - self.cpu_start)
 
     def __call__(self, message: str) -> None:
-        line = f"[{(time.time() - self.start) / 60:6.1f} min] {message}"
+        wall, cpu = self.seconds()
+        line = f"[wall {wall / 60:6.1f} min | cpu {cpu / 60:6.1f} min] {message}"
         print(line, flush=True)
         with self.path.open("a") as f:
             f.write(line + "\n")
 
 
-def save_checkpoint(work: Path, state: dict) -> None:
+def save_checkpoint(work: Path, state: dict, log: Log) -> None:
     tmp = work / "checkpoint.pt.tmp"
+    state["wall_s"], state["cpu_s"] = log.seconds()
     torch.save(state, tmp)
     os.replace(tmp, work / "checkpoint.pt")
 
@@ -199,8 +257,12 @@ def train(args: argparse.Namespace) -> None:
     heads = Heads(config.vision_config.hidden_size, TEXT_HIDDEN)
     tower = model.model.vision_tower
     stage, step, optim_state, commit = (2 if args.init else 1), 0, None, git_commit()  # the code that trains
-    if args.init:
-        missing, unexpected = model.load_state_dict(MODEL_CLASSES["llava"].from_pretrained(args.init).state_dict(), strict=False)
+    if args.init:  # a LLaVA-1.5 (NeXT's newline embedding starts new) or a checkpoint of the same kind
+        init_kind = checkpoint_type(args.init)
+        if init_kind not in ("llava", args.kind):
+            raise SystemExit(f"train_tiny_llava: error: cannot start a {args.kind} model from a {init_kind} checkpoint")
+        init = MODEL_CLASSES[init_kind].from_pretrained(args.init).state_dict()
+        missing, unexpected = model.load_state_dict(init, strict=False)
         assert not unexpected and all("image_newline" in k for k in missing), (missing, unexpected)
     checkpoint = work / "checkpoint.pt"
     if checkpoint.exists():
@@ -208,18 +270,20 @@ def train(args: argparse.Namespace) -> None:
         model.load_state_dict(state["model"])
         heads.load_state_dict(state["heads"])
         stage, step, optim_state, commit = state["stage"], state["step"], state["optim"], state["commit"]
+        log.wall_before, log.cpu_before = state["wall_s"], state["cpu_s"]
         log(f"resumed at stage {stage} step {step}")
     log(f"{args.kind}: {sum(p.numel() for p in model.parameters()) / 1e6:.2f} M parameters, {args.threads} threads")
 
-    while stage <= 2:
-        steps = args.stage1_steps if stage == 1 else args.stage2_steps
+    while stage <= 3:
+        steps = {1: args.stage1_steps, 2: args.stage2_steps, 3: args.drop_steps}[stage]
+        tower.requires_grad_(stage == 1)
         if stage == 1:
             params = list(tower.parameters()) + list(heads.parameters())
-            tower.requires_grad_(True)
-        else:
-            tower.requires_grad_(False)
+        elif stage == 2:
             token_heads = [heads.token_subject, heads.token_row, heads.token_col]
             params = [p for p in model.parameters() if p.requires_grad] + [p for h in token_heads for p in h.parameters()]
+        else:
+            params = [p for p in model.parameters() if p.requires_grad]  # projector + decoder (+ NeXT newline)
         optimizer = torch.optim.AdamW(params, lr=args.lr, weight_decay=0.01)
         if optim_state is not None:
             optimizer.load_state_dict(optim_state)
@@ -236,6 +300,15 @@ def train(args: argparse.Namespace) -> None:
                 hidden = tower(pixels, output_hidden_states=True).hidden_states[config.vision_feature_layer]
                 loss = heads.loss(hidden, dense_labels(samples))
                 running.setdefault("feature_var", []).append(float(hidden[:, 1:].detach().var(dim=1).mean()))
+            elif stage == 3:
+                inputs = question_batch(processor, samples)
+                dropped = random_drop_model(model, args, step)
+                out = dropped(**inputs)
+                loss = out.loss
+                running.setdefault("visual_tokens", []).append(float(dropped.last_pruned.kept_tokens.float().mean()))
+                guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
+                for s, g, a in zip(samples, guess.tolist(), inputs["input_ids"][:, -2].tolist()):
+                    running.setdefault(s.kind, []).append(float(g == a))
             else:
                 inputs = question_batch(processor, samples)
                 out = model(**inputs, output_hidden_states=args.token_loss > 0)
@@ -268,8 +341,8 @@ def train(args: argparse.Namespace) -> None:
                 running, tick = {}, time.time()
             if step % args.save_every == 0 or step == steps:
                 save_checkpoint(work, {"stage": stage, "step": step, "model": model.state_dict(), "commit": commit,
-                                       "heads": heads.state_dict(), "optim": optimizer.state_dict()})
-            if stage == 2 and args.eval_every and step % args.eval_every == 0:
+                                       "heads": heads.state_dict(), "optim": optimizer.state_dict()}, log)
+            if stage >= 2 and args.eval_every and step % args.eval_every == 0:
                 model.eval()
                 probe = held_out(100, offset=10**8)  # a held-out slice apart from the final evaluation's
                 scores = accuracy(probe, predict(model, processor, encode(processor, probe)).answers)
@@ -277,26 +350,33 @@ def train(args: argparse.Namespace) -> None:
                 model.train()
         stage, step = stage + 1, 0
         save_checkpoint(work, {"stage": stage, "step": 0, "model": model.state_dict(), "commit": commit,
-                               "heads": heads.state_dict(), "optim": None})
+                               "heads": heads.state_dict(), "optim": None}, log)
 
     model.eval()
     samples = held_out(args.eval_questions)
     scores = accuracy(samples, predict(model, processor, encode(processor, samples)).answers)
     log("held-out accuracy: " + " ".join(f"{k} {v:.1%}" for k, v in scores.items()))
-    export(model, processor, args, scores, Path(args.out), commit)
+    wall, cpu = log.seconds()
+    log(f"training took {wall / 60:.1f} min wall-clock, {cpu / 60:.1f} min process CPU time ({args.threads} threads)")
+    export(model, processor, args, scores, Path(args.out), commit, {"wall_min": round(wall / 60, 1), "cpu_min": round(cpu / 60, 1)})
     log(f"wrote {args.out}")
 
 
-def export(model, processor, args: argparse.Namespace, scores: dict[str, float], out: Path, commit: str) -> None:
+def export(model, processor, args: argparse.Namespace, scores: dict[str, float], out: Path, commit: str,
+           time_taken: dict[str, float]) -> None:
     """Weights, tokenizer, processor and model card, swapped in atomically."""
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}-", dir=out.parent))
     model.save_pretrained(tmp)
     processor.save_pretrained(tmp)
-    commands = json.loads((Path(args.init) / "training.json").read_text())["commands"] if args.init else []
-    commands.append("python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]]))
+    earlier = json.loads((Path(args.init) / "training.json").read_text()) if args.init else {"commands": []}
+    commands = [*earlier["commands"], "python " + " ".join([Path(sys.argv[0]).as_posix(), *sys.argv[1:]])]
+    # times per command; None where an earlier record did not keep them (before they were recorded)
+    times = [*earlier.get("times", [None] * len(earlier["commands"])), {**time_taken, "threads": args.threads}]
     record = {"kind": args.kind, "held_out_questions": args.eval_questions, "held_out_accuracy": scores,
-              "commands": commands, "commit": commit, "seed": args.seed}
+              "commands": commands, "times": times, "commit": commit, "seed": args.seed,
+              "data": {"train_seeds": [f"{first}..{last}" for first, last in seed_ranges(args)],
+                       "held_out_seeds": f"{HELD_OUT_SEED}..{HELD_OUT_SEED + args.eval_questions - 1}"}}
     (tmp / "training.json").write_text(json.dumps(record, indent=1) + "\n")
     (tmp / "README.md").write_text(model_card(record, args))
     if out.exists():
@@ -304,11 +384,43 @@ def export(model, processor, args: argparse.Namespace, scores: dict[str, float],
     os.replace(tmp, out)
 
 
+def seed_ranges(args: argparse.Namespace) -> list[tuple[int, int]]:
+    """(first, last) training seed of each stage this command ran."""
+    stages = [(1, args.stage1_steps)] if not args.init else []
+    stages += [(2, args.stage2_steps), (3, args.drop_steps)]
+    return [(step_seeds(args, stage, 0).start, step_seeds(args, stage, steps - 1).stop - 1) for stage, steps in stages if steps]
+
+
+def recipe_text(args: argparse.Namespace) -> str:
+    """What the command did, stage by stage (the card's Recipe line)."""
+    parts = [f"stage 1: CLIP tower with dense per-patch heads, {args.stage1_steps} steps"
+             if not args.init else f"initialised from `{args.init}` (tower, projector, decoder)"]
+    if args.stage2_steps:
+        parts.append(
+            f"stage 2: tower frozen, projector + decoder on the questions (question before the image), "
+            f"{args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token loss "
+            f"(weight {args.token_loss}): training-only linear heads on each image token's decoder state after "
+            f"layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and from step "
+            f"{args.cell_loss_from} on its row and column; answer loss (weight {args.answer_loss}): the answer word "
+            f"predicted at the subject's own image tokens; no pruning")
+    if args.drop_steps:
+        parts.append(
+            f"stage 3: tower frozen, projector + decoder on the questions with method-agnostic random token "
+            f"dropping, {args.drop_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine: per step "
+            f"all patches with probability {args.drop_full}, else a budget log-uniform in [2, 64] (per crop for "
+            f"NeXT), per image / crop the kept patches drawn uniformly; sequences built by `prune_inputs` in the deployed layout "
+            f"(kept tokens compacted, positions renumbered); answer loss only; no selection method in the loop")
+    return "; ".join(parts) + ". The tower, which alone decides what HIVTP and the baselines keep, is frozen after stage 1"
+
+
 def model_card(record: dict, args: argparse.Namespace) -> str:
     name = "LLaVA-1.5" if args.kind == "llava" else "LLaVA-NeXT"
     rows = "\n".join(f"| {k} | {v:.1%} |" for k, v in record["held_out_accuracy"].items())
-    recipe = (f"stage 1: CLIP tower with dense per-patch heads, {args.stage1_steps} steps; "
-              if not args.init else f"initialised from `{args.init}` (tower, projector, decoder); ")
+    times = "\n".join(
+        f"  - command {i + 1}: " + (f"{t['wall_min']} min wall-clock, {t['cpu_min']} min process CPU time "
+                                     f"({t['threads']} threads, on a machine shared with other work)"
+                                     if t else "not recorded (trained before times were kept)")
+        for i, t in enumerate(record["times"]))
     return f"""# Tiny {name} trained on synthetic shapes (hivtp)
 
 A real `{MODEL_CLASSES[args.kind].__name__}` checkpoint small enough to ship in the repository, so that
@@ -322,15 +434,12 @@ the synthetic shapes task of `hivtp/shapes.py`.
   on a noisy grey background; questions of kinds {', '.join(KINDS)}; one-word answers. Training seeds
   < {HELD_OUT_SEED}, held-out seeds from {HELD_OUT_SEED} on.
 - **Recipe** (of the last command below; the earlier ones trained the model it starts from, see
-  scripts/train_tiny_llava.py): {recipe}stage 2: tower frozen, projector + decoder on the questions (question before the
-  image), {args.stage2_steps} steps, batch {args.batch}, AdamW, peak lr {args.lr}, cosine, plus a token
-  loss (weight {args.token_loss}): training-only linear heads on each image token's decoder state after
-  layer {TOKEN_LAYER} predict whether its patch holds a thing the question is about, and from step
-  {args.cell_loss_from} on its row and column; answer loss (weight {args.answer_loss}): the answer word
-  predicted at the subject's own image tokens. No pruning during training; the tower (which alone decides what HIVTP and the baselines keep)
-  is frozen in stage 2.
+  scripts/train_tiny_llava.py): {recipe_text(args)}.
 - **Commands** (in order; each `--init` is the previous one's output):
 {chr(10).join(f"  - `{c}`" for c in record["commands"])}
+- **Training data of the last command:** seeds {", ".join(record["data"]["train_seeds"])} (`hivtp.shapes.sample`).
+- **Time** (`train.log`; wall-clock and process CPU time, summed over resumed runs):
+{times}
 - **Code commit:** {record['commit']}
 
 ## Held-out accuracy ({record['held_out_questions']} questions, full model, no pruning)
@@ -346,7 +455,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--kind", choices=sorted(MODEL_CLASSES), required=True)
     parser.add_argument("--out", required=True, help="directory of the exported checkpoint")
     parser.add_argument("--work", required=True, help="directory of checkpoint.pt and train.log (resume from there)")
-    parser.add_argument("--init", help="trained LLaVA-1.5 checkpoint to start from (skips stage 1)")
+    parser.add_argument("--init", help="trained checkpoint to start from (skips stage 1): a LLaVA-1.5, or one of --kind")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--batch", type=int, default=64)
     parser.add_argument("--stage1-steps", type=int, default=1500)
@@ -355,10 +464,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--token-loss", type=float, default=1.0, help="weight of the stage-2 token loss (0: off)")
     parser.add_argument("--answer-loss", type=float, default=0.0, help="weight of the stage-2 answer-at-subject loss (0: off)")
     parser.add_argument("--cell-loss-from", type=int, default=3200, help="stage-2 step from which the token loss adds row / column")
+    parser.add_argument("--drop-steps", type=int, default=0, help="stage-3 steps of random token dropping (0: none)")
+    parser.add_argument("--drop-full", type=float, default=0.2, help="stage 3: share of steps that keep every patch")
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--log-every", type=int, default=50)
     parser.add_argument("--save-every", type=int, default=200)
-    parser.add_argument("--eval-every", type=int, default=500, help="stage-2 steps between held-out probes (0: none)")
+    parser.add_argument("--eval-every", type=int, default=500, help="stage-2 / 3 steps between held-out probes (0: none)")
     parser.add_argument("--eval-questions", type=int, default=1000)
     return parser
 

@@ -70,9 +70,10 @@ ARGUMENT_ERRORS = [
     *[(["generate", opt] + ([] if value is None else [value]), msg) for opt, value, msg in [
         ("--budget", "0", "positive integer"), ("--budget", "-3", "positive integer"), ("--budget", "ten", "positive integer"),
         ("--budget", "1.5", "positive integer"), ("--budget", "", "positive integer"), ("--budget", "1e3", "positive integer"),
-        ("--score-layers", "", "comma-separated integers"), ("--score-layers", "a,b", "comma-separated integers"),
-        ("--score-layers", "6,,7", "comma-separated integers"), ("--score-layers", "-1", "score_layers"),
-        ("--score-layers", "1,1", "must not repeat"), ("--score-layers", "6.5", "comma-separated integers"),
+        ("--score-layers", "", "comma-separated layer indices"), ("--score-layers", "a,b", "comma-separated layer indices"),
+        ("--score-layers", "6,,7", "comma-separated layer indices"), ("--score-layers", "-1", "layer indices >= 0"),
+        ("--score-layers", "1,1", "must not repeat"), ("--score-layers", "6.5", "comma-separated layer indices"),
+        ("--score-layers", "Relative", "comma-separated layer indices"), ("--score-layers", "paper", "comma-separated layer indices"),
         ("--regions", "2", "two positive ints"), ("--regions", "0,2", "two positive ints"), ("--regions", "2,2,2", "two positive ints"),
         ("--regions=-1,2", None, "two positive ints"), ("--regions", "-1,2", "expected one argument"), ("--regions", "x,y", "comma-separated integers"),
         ("--global-ratio", "1.5", "[0, 1]"), ("--global-ratio", "-0.1", "[0, 1]"), ("--global-ratio", "nan", "[0, 1]"),

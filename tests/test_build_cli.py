@@ -52,8 +52,10 @@ def test_onnx_only_end_to_end(capsys, tiny_dirs, tmp_path, kind, extra) -> None:
     assert code == 0, err
     manifest = check_manifest(out, verify_files=True)
     facts = manifest["build"]
-    config = HIVTPConfig(budget=10) if extra else HIVTPConfig()
-    assert HIVTPConfig.from_dict(manifest["hivtp_config"]) == config == exported_config(out / facts["onnx"])
+    config = HIVTPConfig(budget=10) if extra else HIVTPConfig()  # default score layers: relative
+    resolved = HIVTPConfig.from_dict(manifest["hivtp_config"])
+    assert resolved == config.for_tower(10, -2) == exported_config(out / facts["onnx"])
+    assert resolved.score_layers == (2, 3, 4)  # the 10-layer tower's analogue of 6-8 of 24, recorded as built
     assert facts["model_type"] == kind and facts["onnx_only"] and facts["vision_engine"] is None
     onnx.checker.check_model(str(out / facts["onnx"]))
     if kind == "llava":

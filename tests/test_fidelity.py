@@ -57,6 +57,13 @@ def test_empty_folder_one_line_exit_2(tmp_path, capsys) -> None:
     assert capsys.readouterr().err.startswith("hivtp: error: no images (.png")
 
 
+@pytest.mark.parametrize("extra", [["--selection-only"], ["--positions", "renumbered"]])
+def test_shapes_options_are_refused_with_images_one_line(image_folder, tiny_dirs, capsys, extra) -> None:
+    assert cli_exit_code(["fidelity", "--images", str(image_folder), "--model", str(tiny_dirs["llava"]), *extra]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("hivtp: error: --selection-only and --positions apply to shapes mode") and err.count("\n") == 1
+
+
 @torch.inference_mode()
 @pytest.mark.parametrize("method", ["uniform", "random", "cls"])
 def test_baselines_run_on_llava_next(tiny_dirs, method) -> None:

@@ -4,7 +4,7 @@ both shipped tiny models, offline.
 - stock `llava_hf` and `hivtp_llava` keeping every patch give the same answer to every question, in
   lmms-eval's chat classes (the default) and its simple ones (`--force_simple`);
 - the stock model, HIVTP paper mode and a budget score what `hivtp fidelity` computes for the same
-  questions (`hivtp.fidelity.shapes_rows`): the same model and selection, so the same numbers;
+  questions (`hivtp.fidelity_shapes.shapes_rows`): the same model and selection, so the same numbers;
 - a bad option fails the run with hivtp_llava's one-line ValueError.
 
 Needs `pip install -e ".[lmms]"`: .ci/run runs this file in a second virtual environment (lmms-eval's
@@ -29,7 +29,7 @@ import yaml  # noqa: E402
 
 from hivtp import HIVTPConfig  # noqa: E402
 from hivtp.demo import shipped_model  # noqa: E402
-from hivtp.fidelity import shapes_rows  # noqa: E402
+from hivtp.fidelity_shapes import shapes_rows  # noqa: E402
 from hivtp.lmms import MODEL_NAME, SHAPES_QUESTIONS, SHAPES_TASK, tasks_dir  # noqa: E402
 from hivtp.loading import load_llava  # noqa: E402
 from hivtp.shapes import KINDS, held_out  # noqa: E402
@@ -138,9 +138,10 @@ def test_every_patch_kept_answers_like_stock_llava_hf(harness, kind) -> None:
 @pytest.mark.parametrize("kind", MODELS)
 def test_accuracies_are_hivtp_fidelitys(harness, kind) -> None:
     model, processor = load_llava(shipped_model(kind))
-    rows = shapes_rows(model, processor, kind, held_out(SHAPES_QUESTIONS), HIVTPConfig(), (BUDGET,), seed=0)
-    expected = {"stock": rows[0], "paper": rows[1], "budget": rows[2]}
-    assert [(r["method"], r["budget"]) for r in expected.values()] == [("full", None), ("hivtp-paper", None), ("hivtp", BUDGET)]
+    rows = shapes_rows(model, processor, kind, held_out(SHAPES_QUESTIONS), HIVTPConfig(), (BUDGET,), seed=0,
+                       positions=("renumbered",))  # the deployed layout, the one lmms-eval's runs use
+    row = {(r["method"], r["budget"]): r for r in rows}
+    expected = {"stock": row["full", None], "paper": row["hivtp-paper", None], "budget": row["hivtp-rel", BUDGET]}
     for run, row in expected.items():
         got = harness[kind, run]["accuracy"]
         assert got["exact_match,none"] == pytest.approx(row["accuracy"]), run

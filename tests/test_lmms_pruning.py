@@ -35,6 +35,7 @@ def test_model_args_as_lmms_eval_parses_them() -> None:
         assert split_model_args({"budget": paper}, LLAVA_HF_ARGS)[1].budget is None
     assert split_model_args({"score_layers": 8, "global_ratio": 1, "regions": "2/2"}, LLAVA_HF_ARGS)[1] == HIVTPConfig(
         score_layers=(8,), global_ratio=1.0)
+    assert split_model_args({"score_layers": "relative"}, LLAVA_HF_ARGS)[1] == HIVTPConfig()  # the default, by name
     assert split_model_args({"budget": 10**30}, LLAVA_HF_ARGS)[1].budget == 10**30  # keeps every patch
 
 

@@ -52,7 +52,7 @@ def test_graph_io_keeps_static_shapes(exported, kind, mode) -> None:
     assert outputs["counts"].type.tensor_type.elem_type == onnx.TensorProto.INT32
     assert outputs["indices"].type.tensor_type.elem_type == onnx.TensorProto.INT32
     assert kmax == (5 if mode == "budget" else 32)
-    assert exported_config(path) == CONFIGS[mode]
+    assert exported_config(path) == CONFIGS[mode].for_tower(10, -2)  # the layers the export scores with
 
 
 @pytest.mark.parametrize("mode", list(CONFIGS))
@@ -65,7 +65,7 @@ def test_plugin_contract(exported, mode) -> None:
     nodes = [n for n in model.graph.node if n.domain == pf.PLUGIN_NAMESPACE]
     assert sorted(n.op_type for n in nodes) == [pf.SCORE, pf.SELECT]
     assert not [f for f in model.functions if f.domain == pf.PLUGIN_NAMESPACE], "plugins must be nodes, not functions"
-    expected = pf.encode(CONFIGS[mode], grid=(8, 8))
+    expected = pf.encode(CONFIGS[mode].for_tower(10, -2), grid=(8, 8))  # the attribute holds the resolved layers
     for node in nodes:
         fields = pf.fields_of(node.op_type)
         attrs = {a.name: a for a in node.attribute}
@@ -110,6 +110,7 @@ def test_batch_rows_are_independent(exported, tiny_dirs) -> None:
 
 @pytest.mark.parametrize("config", list(CONFIGS.values()), ids=list(CONFIGS))
 def test_custom_ops_fake_matches_eager(config) -> None:
+    config = config.for_tower(10, -2)
     torch.manual_seed(0)
     L, B, H, N, d, D = len(config.score_layers), 3, 2, 65, 8, 6
     queries, keys, features = torch.randn(L, B, H, N, d), torch.randn(L, B, H, N, d), torch.randn(B, N - 1, D)

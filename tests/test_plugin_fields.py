@@ -36,16 +36,22 @@ def test_types_and_plugins():
 
 
 def test_defaults_encode_the_config_defaults():
-    encoded = pf.encode(HIVTPConfig())
+    """The creators' defaults are the default config on a 24-layer tower (relative layers -> 6, 7, 8)."""
+    encoded = pf.encode(HIVTPConfig().for_tower(24, -2))
     for f in pf.PLUGIN_FIELDS:
         for plugin in f.plugins:
             default = list(f.default) if isinstance(f.default, tuple) else f.default
             assert encoded[plugin][f.name] == default, f"{plugin}.{f.name}: default {default} != encoded config default"
 
 
+def test_encode_needs_resolved_score_layers():
+    with pytest.raises(ValueError, match="resolve it with HIVTPConfig.for_tower"):
+        pf.encode(HIVTPConfig())
+
+
 def test_encode_budget_none_is_zero():
-    assert pf.encode(HIVTPConfig())[pf.SELECT]["budget"] == 0
-    assert pf.encode(HIVTPConfig(budget=64), grid=(24, 24))[pf.SELECT] == {
+    assert pf.encode(HIVTPConfig(score_layers=(6, 7, 8)))[pf.SELECT]["budget"] == 0
+    assert pf.encode(HIVTPConfig(budget=64, score_layers=(6, 7, 8)), grid=(24, 24))[pf.SELECT] == {
         "regions": [2, 2], "global_ratio": 0.25, "window": 2, "budget": 64, "grid_h": 24, "grid_w": 24,
     }
     assert pf.encode(HIVTPConfig(score_layers=(3, 5)))[pf.SCORE] == {"score_layers": [3, 5]}

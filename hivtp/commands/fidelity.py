@@ -22,7 +22,13 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--budgets", type=comma_ints,
                         help="tokens per image (per crop for NeXT) (default: 32,16,8,4 for shapes; per model type for --images)")
     parser.add_argument("--max-new-tokens", type=positive_int, help=f"answer length, with --images (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random-selection baseline")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and the oracle's random fill")
+    parser.add_argument("--positions", choices=("both", "renumbered"),
+                        help="shapes mode: also run every pruned row with kept tokens at their original position ids "
+                             "(an ablation; the deployed layout renumbers them), or the deployed layout only (default: both)")
+    parser.add_argument("--selection-only", action="store_true",
+                        help="shapes mode: what each method keeps of the question's subjects, from the vision tower alone "
+                             "(no decoder: seconds)")
     parser.add_argument("--device", default="cpu", help="torch device, e.g. cpu, cuda, cuda:1")
     parser.add_argument("--out", type=path, help="JSON path, the PNG beside it (default: a new file in the per-user results folder)")
     add_config_arguments(parser)
@@ -35,7 +41,8 @@ def run(args: argparse.Namespace) -> None:
     if args.budget is not None:
         args.budgets = (args.budget,)  # one budget: the same table, one column of methods
     if args.images:
-        refuse_unused(args, {"questions": "--questions"}, "with --images: agreement mode asks --prompt about every image")
+        refuse_unused(args, {"questions": "--questions", "positions": "--positions", "selection_only": "--selection-only"},
+                      "with --images: agreement mode asks --prompt about every image")
     else:
         refuse_unused(args, {"prompt": "--prompt", "max_new_tokens": "--max-new-tokens"},
                       "in shapes mode: --prompt and --max-new-tokens are for --images")
@@ -45,13 +52,17 @@ def run(args: argparse.Namespace) -> None:
     stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
     args.out = output_file(args.out, "--out", ".json", "fidelity", stem)
     from hivtp.loading import check_device
-    from hivtp.fidelity import run_agreement, run_shapes
 
     check_device(args.device)
     if args.images:
+        from hivtp.fidelity import run_agreement
+
         args.prompt = args.prompt if args.prompt is not None else DEFAULT_PROMPT
         args.max_new_tokens = args.max_new_tokens or DEFAULT_MAX_NEW_TOKENS
         run_agreement(args, base)
     else:
+        from hivtp.fidelity_shapes import run_shapes
+
         args.questions = args.questions or 500
+        args.positions = args.positions or "both"
         run_shapes(args, base)

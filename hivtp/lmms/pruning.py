@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from hivtp.config import HIVTPConfig
+from hivtp.config import RELATIVE, HIVTPConfig
 from hivtp.runtime.hf import HIVTPModel
 
 PAPER_MODE = ("none", "paper")  # budget=none / budget=paper: the paper's ratio / window mode
@@ -64,10 +64,15 @@ def _window(value: Any) -> int:
     return value
 
 
+def _score_layers(value: Any) -> Any:
+    """'relative' (the default: the paper's depth on this tower), or layer indices separated by '/'."""
+    return RELATIVE if str(value).strip() == RELATIVE else _numbers("/")(value)
+
+
 # model_args name -> parser; lmms-eval splits --model_args on commas, so tuples use / and x
 OPTIONS: dict[str, Callable[[Any], Any]] = {
     "budget": _budget,
-    "score_layers": _numbers("/"),
+    "score_layers": _score_layers,
     "regions": _numbers("x/"),
     "global_ratio": _ratio,
     "window": _window,

@@ -26,10 +26,10 @@ def clip_vit_l_336() -> CLIPVisionConfig:
 
 
 def score_shape(vision: CLIPVisionConfig, config: HIVTPConfig, batch: int) -> tuple[int, int, int, int, int]:
-    """[L, B, H, N, d] of the Q and K the scorer reads, derived from the vision config."""
+    """[L, B, H, N, d] of the Q and K the scorer reads, derived from the vision config (LLaVA's feature layer -2)."""
     side = vision.image_size // vision.patch_size
     heads = vision.num_attention_heads
-    return len(config.score_layers), batch, heads, side * side + 1, vision.hidden_size // heads
+    return len(config.for_tower(vision.num_hidden_layers, -2).layers), batch, heads, side * side + 1, vision.hidden_size // heads
 
 
 def awkward_scores(batch: int, num_patches: int, seed: int, device: str | torch.device = "cpu") -> torch.Tensor:
