@@ -288,7 +288,7 @@ def test_repository_only_writes_and_never_replaces_unasked(tmp_path) -> None:
     (["serve", "--tritonserver", "/nonexistent"], "tritonserver not found"),
     (["ask", "--url", "nohost"], "expected HOST:PORT"),
     (["ask", "--url", "127.0.0.1:99999"], "expected HOST:PORT"),
-    (["ask", "--image", "/nonexistent.png"], "cannot read image"),
+    (["ask", "--image", "/nonexistent.png"], "image not found"),
     (["ask", "--budget", "-1"], "expected a positive integer"),
     (["bench", "--stage", "serve", "--random-init", "tiny"], "--stage serve serves a checkpoint"),
 ])
