@@ -18,10 +18,11 @@ import sys
 import time
 from pathlib import Path
 
+from hivtp.commands import COMMANDS  # light: names only
+
 TARGET_S = 1.0
 CASES = [
-    ["--help"], ["--version"],
-    *[[command, "--help"] for command in ("generate", "build", "bench", "viz", "fidelity")],
+    ["--help"], ["--version"], *[[command, "--help"] for command in COMMANDS],
     ["generate", "--budget", "0"],  # an argument error: one line, exit 2
 ]
 
