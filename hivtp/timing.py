@@ -72,6 +72,40 @@ def measure(
     return summarize(samples)
 
 
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, rounds: int
+) -> dict[str, list[float]]:
+    """Time several paths side by side: each round runs every path once, in an order rotated by one per
+    round, so drift on a shared machine (other jobs, clocks, caches) hits all paths alike.
+
+    Returns each path's samples in milliseconds, in round order (sample r of every path is from round r).
+    """
+    if rounds <= 0 or warmup < 0 or not fns:
+        raise ValueError(f"need rounds > 0, warmup >= 0 and a path to time, got rounds={rounds}, warmup={warmup}")
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    order = [names[(r + i) % len(names)] for r in range(rounds) for i in range(len(names))]
+    if device.type == "cuda":
+        events = []
+        for name in order:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fns[name]()
+            end.record()
+            events.append((name, start, end))
+        torch.cuda.synchronize(device)
+        samples = [(name, start.elapsed_time(end)) for name, start, end in events]
+    else:
+        samples = []
+        for name in order:
+            t0 = time.perf_counter_ns()
+            fns[name]()
+            samples.append((name, (time.perf_counter_ns() - t0) / 1e6))
+    return {name: [ms for who, ms in samples if who == name] for name in names}
+
+
 def reset_peak_memory(device: torch.device) -> None:
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)

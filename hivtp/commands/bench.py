@@ -1,4 +1,4 @@
-"""`hivtp bench`: e2e (TTFT, vision, prefill, decode), select and score timings, any backend."""
+"""`hivtp bench`: e2e (TTFT, vision, prefill, decode), vision (HIVTP's own cost), select and score timings."""
 
 from __future__ import annotations
 
@@ -13,7 +13,10 @@ DTYPES = ("float16", "bfloat16", "float32")
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
-    parser.add_argument("--stage", choices=("e2e", "select", "score"), default="e2e", help="what to time")
+    parser.add_argument(
+        "--stage", choices=("e2e", "vision", "select", "score"), default="e2e",
+        help="what to time: e2e (TTFT, decode), vision (stock vs floor vs hivtp vision path), select or score (the ops)",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
     source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
@@ -25,11 +28,11 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), default="auto", help="auto: float16 on CUDA, float32 on CPU")
-    parser.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
+    parser.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8 for vision, 1,8,32 for select/score)")
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
     parser.add_argument("--new-tokens", type=positive_int, default=16, help="fixed output length for e2e latency")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before the timed ones")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per row")
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per row (vision: interleaved rounds)")
     parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
     parser.add_argument("--prompt", default="describe the picture .", help="prompt of every request")
@@ -42,14 +45,15 @@ def run(args: argparse.Namespace) -> None:
     if args.backend == "torch" and not (args.model or args.random_init):
         raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
     if args.backend == "trtllm" and args.stage != "e2e":
-        raise ValueError("--backend trtllm times the e2e stage only; select/score time the torch and Triton paths")
+        raise ValueError("--backend trtllm times the e2e stage only; vision/select/score time the torch and Triton paths")
     if args.backend == "trtllm" and not args.engine:
         raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
     import torch
 
     from hivtp.bench_e2e import run_e2e
     from hivtp.bench_kernels import run_kernels
+    from hivtp.bench_vision import run_vision
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    (run_e2e if args.stage == "e2e" else run_kernels)(args)
+    {"e2e": run_e2e, "vision": run_vision}.get(args.stage, run_kernels)(args)
