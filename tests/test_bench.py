@@ -14,7 +14,7 @@ from helpers import cli_exit_code
 
 from hivtp import HIVTPConfig, apply
 from hivtp.runtime.torch_backend import TorchBackend
-from hivtp.timing import measure, summarize, write_atomic
+from hivtp.timing import measure, measure_interleaved, summarize, write_atomic
 
 FAST = ["--warmup", "0", "--repeats", "1"]
 
@@ -48,6 +48,37 @@ def test_kernel_stages_on_cpu_report_reference_only(stage, tmp_path, capsys) -> 
     assert [(r["impl"], r["batch"]) for r in rows] == [("reference", 1), ("reference", 3)]
     assert all(r["meets_target"] is None and r["share_of_encoder"] > 0 for r in rows)
     assert ("gb_per_s" in rows[0]) == (stage == "score")
+
+
+@pytest.mark.parametrize("kind", ["tiny", "llava_next"])
+def test_vision_stage_times_stock_floor_and_hivtp_side_by_side(kind, tiny_dirs, tmp_path, capsys) -> None:
+    source = ["--random-init", "tiny"] if kind == "tiny" else ["--model", str(tiny_dirs[kind])]
+    argv = ["bench", *source, "--stage", "vision", "--batch", "1,2", "--out-dir", str(tmp_path), "--warmup", "0", "--repeats", "3"]
+    assert cli_exit_code(argv) == 0
+    out = capsys.readouterr().out
+    assert "hivtp/floor" in out and "hivtp/stock" in out and "interleaved rounds" in out
+    (json_path,) = tmp_path.glob("vision-*.json")
+    record = json.loads(json_path.read_text())
+    assert record["stage"] == "vision" and record["rounds"] == 3 and record["commit"]
+    assert [row["batch"] for row in record["rows"]] == [1, 2]
+    for row in record["rows"]:
+        assert all(len(row["samples_ms"][path]) == 3 and row[path]["repeats"] == 3 for path in ("stock", "floor", "hivtp"))
+        assert row["hivtp_over_floor"] == pytest.approx(row["hivtp"]["median_ms"] / row["floor"]["median_ms"])
+        assert row["hivtp_over_stock"] == pytest.approx(row["hivtp"]["median_ms"] / row["stock"]["median_ms"])
+        assert 0 < row["kept_per_crop"] <= row["kmax"] < row["patches_per_crop"]
+    crops = [row["crops"] for row in record["rows"]]
+    assert crops[1] == 2 * crops[0] and (crops[0] == 1 if kind == "tiny" else crops[0] > 1)  # NeXT: base + crops
+    with Image.open(json_path.with_suffix(".png")) as png:
+        assert png.format == "PNG"
+
+
+def test_interleaved_timing_rotates_the_order() -> None:
+    calls: list[str] = []
+    samples = measure_interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, torch.device("cpu"), warmup=1, rounds=3)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert {n: len(v) for n, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    with pytest.raises(ValueError, match="rounds > 0"):
+        measure_interleaved({"a": lambda: None}, torch.device("cpu"), warmup=0, rounds=0)
 
 
 def test_torch_backend_full_equals_stock_generate_and_pruned_equals_wrapper(tiny, two_images) -> None:
@@ -90,6 +121,7 @@ def test_timing_stats_and_atomic_write(tmp_path) -> None:
         (["--random-init", "llava-1.5-7b", "--device", "cpu"], "needs a GPU"),
         (["--backend", "trtllm", "--engine", "/nonexistent"], "needs tensorrt_llm 1.2.1"),
         (["--backend", "trtllm"], "needs --engine DIR"),
+        (["--backend", "trtllm", "--stage", "vision", "--engine", "x"], "times the e2e stage only"),
         (["--random-init", "tiny", "--budget", "8"], "pass --budgets"),
         (["--random-init", "tiny", "--batch", "0"], "expected a positive integer, got 0"),
         (["--random-init", "tiny", "--model", "x"], "not allowed with argument"),
