@@ -22,6 +22,7 @@ from typing import Any
 
 import torch
 from tqdm import tqdm
+from transformers import LlavaNextForConditionalGeneration
 
 from hivtp.bench import bench_image, load_model, output_path, random_llava, resolve_device, resolve_dtype
 from hivtp.bench_e2e import prune_ops
@@ -29,22 +30,11 @@ from hivtp.config import HIVTPConfig
 from hivtp.plugins.geometry import selection_layout
 from hivtp.runtime.hf import PruneOps, check_model, patch_grid, select_and_project
 from hivtp.runtime.layout import crops_per_image, flatten_crops
+from hivtp.runtime.torch_backend import stock_image_features
 from hivtp.timing import measure_interleaved, run_metadata, save_figure, summarize, write_json
 
 FLOOR_TARGET = 1.02  # hivtp's vision path <= 1.02 x the floor: scoring + selection + anything recomputed <= 2%
 PATHS = ("stock", "floor", "hivtp")
-
-
-def stock_features(model: Any, pixel_values: torch.Tensor, image_sizes: torch.Tensor | None) -> Any:
-    """The model's own vision path: `get_image_features` with its configured feature layer and strategy."""
-    cfg = model.config
-    kwargs: dict[str, Any] = dict(
-        pixel_values=pixel_values, vision_feature_layer=cfg.vision_feature_layer,
-        vision_feature_select_strategy=cfg.vision_feature_select_strategy,
-    )
-    if image_sizes is not None:
-        kwargs["image_sizes"] = image_sizes
-    return model.model.get_image_features(**kwargs)
 
 
 def floor_features(model: Any, crops: torch.Tensor, feature_layer: int | list[int], kmax: int) -> torch.Tensor:
@@ -61,10 +51,9 @@ def vision_inputs(model: Any, processor: Any, image: Any, batch: int) -> tuple[t
     """(pixel_values as the model takes them, image_sizes or None, crops [C, 3, S, S]) for `batch` copies of the image."""
     out = processor.image_processor([image] * batch, return_tensors="pt")
     pixel_values = out["pixel_values"].to(model.device, model.dtype)
-    image_sizes = out.get("image_sizes")
-    if image_sizes is None:
+    if not isinstance(model, LlavaNextForConditionalGeneration):
         return pixel_values, None, pixel_values
-    image_sizes = image_sizes.to(model.device)
+    image_sizes = out["image_sizes"].to(model.device)
     cfg = model.config
     crops = flatten_crops(pixel_values, crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size))
     return pixel_values, image_sizes, crops
@@ -79,7 +68,7 @@ def measure_batch(model: Any, processor: Any, image: Any, batch: int, config: HI
     kmax = selection_layout(grid, config).kmax
     feature_layer = config.resolve_feature_layer(model.config.vision_feature_layer, vision_config.num_hidden_layers + 1)
     fns = {
-        "stock": lambda: stock_features(model, pixel_values, image_sizes),
+        "stock": lambda: stock_image_features(model, pixel_values, image_sizes),
         "floor": lambda: floor_features(model, crops, feature_layer, kmax),
         "hivtp": lambda: select_and_project(model, crops, config, ops),
     }

@@ -141,14 +141,19 @@ def encode_and_score(
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # queries, keys [L, M, H, N, d] -> [M, P]
 Selector = Callable[[torch.Tensor, tuple[int, int], HIVTPConfig], tuple[torch.Tensor, ...]]  # -> indices, counts
+VisionStep = Callable[..., tuple]  # (model, pixel_values, config, ops) -> select_and_project's four results
 
 
 @dataclass(frozen=True)
 class PruneOps:
-    """The two steps a caller may swap: the Triton kernels on CUDA, or a baseline selection (fidelity)."""
+    """The steps a caller may swap: the Triton kernels on CUDA, or a baseline selection (fidelity).
+
+    vision_step runs `select_and_project` another way (e.g. replayed as a CUDA graph); None: eagerly.
+    """
 
     score: Scorer = importance_scores_from_qk
     select: Selector = select_tokens
+    vision_step: VisionStep | None = None
 
 
 def default_ops(device: torch.device) -> PruneOps:
@@ -182,7 +187,7 @@ def select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConf
 
 
 def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
-    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)
+    grid, indices, counts, projected = (ops.vision_step or select_and_project)(model, pixel_values, config, ops)
     full = torch.full_like(counts, grid[0] * grid[1])
     return split_kept(projected, counts), indices, counts, counts, full  # features [sum k, D]
 
@@ -194,7 +199,7 @@ def _next_features(
     cfg = model.config
     num_crops = crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size)
     pixel_values = flatten_crops(pixel_values, num_crops)  # [C, 3, H, W]
-    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)  # C crops
+    grid, indices, counts, projected = (ops.vision_step or select_and_project)(model, pixel_values, config, ops)  # C crops
     features, kept, full = next_features(
         projected, indices, model.model.image_newline, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid
     )

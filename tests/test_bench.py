@@ -13,6 +13,7 @@ from PIL import Image
 from helpers import cli_exit_code
 
 from hivtp import HIVTPConfig, apply
+from hivtp.runtime.compiled import CompiledLM
 from hivtp.runtime.torch_backend import TorchBackend
 from hivtp.timing import measure, measure_interleaved, summarize, write_atomic
 
@@ -99,6 +100,27 @@ def test_torch_backend_full_equals_stock_generate_and_pruned_equals_wrapper(tiny
     assert (vision.kept_tokens < vision.full_tokens).all()
 
 
+@torch.inference_mode()
+def test_compiled_backend_generates_what_the_eager_one_does(tiny, two_images) -> None:
+    """--compile's prefill / decode on a static KV cache: the same tokens as the eager loop, full and pruned.
+
+    backend "eager" runs dynamo's tracing and the static cache without inductor's code generation
+    (minutes on a CPU); CUDA graphs of the vision step are CUDA-only (scripts/gpu_perf.sh)."""
+    kind, model, processor = tiny
+    prompts = ["what color is the circle ?", "describe the picture"]
+    compiled = CompiledLM(model, max_new_tokens=4, backend="eager")
+    for config in (None, HIVTPConfig(budget=8)):
+        eager, fast = TorchBackend(model, processor, config), TorchBackend(model, processor, config, compiled=compiled)
+        prepared = eager.prepare(two_images, prompts)
+        want = eager.prefill(prepared, eager.vision(prepared))
+        want = torch.cat([want.first_tokens[:, None], eager.decode(want, 4)], dim=1)  # [B, 5]
+        got = fast.prefill(prepared, fast.vision(prepared))
+        got = torch.cat([got.first_tokens[:, None], fast.decode(got, 4)], dim=1)  # [B, 5]
+        assert torch.equal(got, want), (config, got, want)
+    with pytest.raises(ValueError, match="sized the KV cache for 4 new tokens, asked for 5"):
+        fast.decode(fast.prefill(prepared, fast.vision(prepared)), 5)
+
+
 def test_timing_stats_and_atomic_write(tmp_path) -> None:
     stats = summarize([float(x) for x in range(1, 11)])
     assert (stats.median_ms, stats.p90_ms, stats.repeats) == (5.5, 9.0, 10)
@@ -122,6 +144,7 @@ def test_timing_stats_and_atomic_write(tmp_path) -> None:
         (["--backend", "trtllm", "--engine", "/nonexistent"], "needs tensorrt_llm 1.2.1"),
         (["--backend", "trtllm"], "needs --engine DIR"),
         (["--backend", "trtllm", "--stage", "vision", "--engine", "x"], "times the e2e stage only"),
+        (["--random-init", "tiny", "--stage", "vision", "--compile"], "--compile applies to the torch backend's e2e"),
         (["--random-init", "tiny", "--budget", "8"], "pass --budgets"),
         (["--random-init", "tiny", "--batch", "0"], "expected a positive integer, got 0"),
         (["--random-init", "tiny", "--model", "x"], "not allowed with argument"),

@@ -32,7 +32,15 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
     parser.add_argument("--new-tokens", type=positive_int, default=16, help="fixed output length for e2e latency")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help="untimed runs before the timed ones")
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per row (vision: interleaved rounds)")
+    parser.add_argument(
+        "--repeats", type=positive_int,
+        help="timed runs per row (default: 20 for e2e, where TTFT / bound is judged; 5 otherwise; vision: interleaved rounds)",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="e2e, torch backend: prefill and decode under torch.compile on a static KV cache (CUDA graphs on CUDA) "
+        "and the vision step replayed as a CUDA graph (CUDA); the first calls compile (minutes on a CPU)",
+    )
     parser.add_argument("--threads", type=positive_int, help="CPU threads for torch (default: torch's choice)")
     parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
     parser.add_argument("--prompt", default="describe the picture .", help="prompt of every request")
@@ -48,6 +56,10 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError("--backend trtllm times the e2e stage only; vision/select/score time the torch and Triton paths")
     if args.backend == "trtllm" and not args.engine:
         raise ValueError("--backend trtllm needs --engine DIR (a TensorRT-LLM engine folder)")
+    if args.compile and (args.backend != "torch" or args.stage != "e2e"):
+        raise ValueError("--compile applies to the torch backend's e2e stage (an engine is compiled by hivtp build)")
+    if args.repeats is None:
+        args.repeats = 20 if args.stage == "e2e" else 5
     import torch
 
     from hivtp.bench_e2e import run_e2e
