@@ -72,13 +72,13 @@ class CompiledLM:
     """Greedy prefill and decode of a HF LLaVA's language model, compiled, on a static KV cache."""
 
     def __init__(self, model: Any, max_new_tokens: int, backend: str = "inductor") -> None:
-        """One per model, shared by its backends (dynamo compiles per code object; shapes become dynamic
-        after the first new one, and CUDA graphs are recorded per shape). backend: torch.compile's."""
+        """One per model, shared by its backends. Shapes are dynamic from the start, so one compile each
+        serves every prefill length and cache size; CUDA graphs are recorded per shape. backend: torch.compile's."""
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         self.model, self.max_new_tokens = model, max_new_tokens
         graphs = model.device.type == "cuda" and backend == "inductor"
-        options: dict[str, Any] = {"backend": backend, "mode": "reduce-overhead" if graphs else None}
+        options: dict[str, Any] = {"backend": backend, "mode": "reduce-overhead" if graphs else None, "dynamic": True}
         self.prefill_step = torch.compile(self._step, **options)
         self.decode_step = torch.compile(self._decode, **options)
 
