@@ -7,8 +7,8 @@ shorten TTFT. Two tools remove the launches:
   captured once per input shape as a CUDA graph and replayed. Neither step syncs with the host, so
   each captures whole. CUDA only.
 - `CompiledLM`: the LLM prefill and one decode step under `torch.compile` (mode "reduce-overhead" on
-  CUDA, i.e. CUDA graphs; inductor on CPU) on a static KV cache sized at prefill (T + max_new_tokens),
-  so every decode step has the same shapes and replays one graph.
+  CUDA, i.e. CUDA graphs; inductor on CPU) on a static KV cache of T + max_new_tokens slots, allocated
+  once per shape, so every decode step has the same shapes and addresses and replays one graph.
 
 Legend: B prompt rows, T prefill length, D text hidden size, S = T + max_new_tokens cache slots.
 """
@@ -77,6 +77,7 @@ class CompiledLM:
         if max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {max_new_tokens}")
         self.model, self.max_new_tokens = model, max_new_tokens
+        self.caches: dict[tuple, Any] = {}
         graphs = model.device.type == "cuda" and backend == "inductor"
         options: dict[str, Any] = {"backend": backend, "mode": "reduce-overhead" if graphs else None, "dynamic": True}
         self.prefill_step = torch.compile(self._step, **options)
@@ -95,11 +96,27 @@ class CompiledLM:
                 cache: Any) -> torch.Tensor:
         return self._step(self.model.get_input_embeddings()(token[:, None]), mask, positions, cache_position, cache)
 
+    def _cache(self, batch: int, slots: int, like: torch.Tensor) -> Any:
+        """The static KV cache for (batch, slots), allocated once, outside any compiled region.
+
+        Allocated eagerly, its tensors are marked as static addresses (HF does it outside tracing only),
+        so CUDA graphs update them in place and replay. Reused without clearing: slots past the
+        current length are masked out. Hence one sequence at a time: a prefill overwrites the last one's cache.
+        """
+        key = (batch, slots, like.dtype, like.device)
+        if key not in self.caches:
+            text = self.model.config.get_text_config(decoder=True)
+            head_dim = getattr(text, "head_dim", None) or text.hidden_size // text.num_attention_heads
+            cache = StaticCache(config=self.model.config, max_cache_len=slots)
+            cache.early_initialization(batch, text.num_key_value_heads, head_dim, like.dtype, like.device)
+            self.caches[key] = cache
+        return self.caches[key]
+
     def prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, StaticState]:
         """embeds [B, T, D], attention_mask / position_ids [B, T] -> first tokens [B] and the decode state."""
         B, T, _ = embeds.shape
         slots = T + self.max_new_tokens
-        cache = StaticCache(config=self.model.config, max_cache_len=slots)
+        cache = self._cache(B, slots, embeds)
         mask = torch.zeros(B, slots, dtype=attention_mask.dtype, device=attention_mask.device)  # [B, S]
         mask[:, :T] = attention_mask
         if embeds.device.type == "cuda":
