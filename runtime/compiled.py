@@ -8,7 +8,8 @@ shorten TTFT. Two tools remove the launches:
   each captures whole. CUDA only.
 - `CompiledLM`: the LLM prefill and one decode step under `torch.compile` (mode "reduce-overhead" on
   CUDA, i.e. CUDA graphs; inductor on CPU) on a static KV cache of T + max_new_tokens slots, allocated
-  once per shape, so every decode step has the same shapes and addresses and replays one graph.
+  once per shape and reset in place, so every decode step has the same shapes and addresses and replays
+  one graph.
 
 Legend: B prompt rows, T prefill length, D text hidden size, S = T + max_new_tokens cache slots.
 """
@@ -100,8 +101,8 @@ class CompiledLM:
         """The static KV cache for (batch, slots), allocated once, outside any compiled region.
 
         Allocated eagerly, its tensors are marked as static addresses (HF does it outside tracing only),
-        so CUDA graphs update them in place and replay. Reused without clearing: slots past the
-        current length are masked out. Hence one sequence at a time: a prefill overwrites the last one's cache.
+        so CUDA graphs update them in place and replay. Reset in place before each prefill (transformers 5
+        layers also count what they hold). Hence one sequence at a time: a prefill ends the last one's cache.
         """
         key = (batch, slots, like.dtype, like.device)
         if key not in self.caches:
@@ -110,6 +111,7 @@ class CompiledLM:
             cache = StaticCache(config=self.model.config, max_cache_len=slots)
             cache.early_initialization(batch, text.num_key_value_heads, head_dim, like.dtype, like.device)
             self.caches[key] = cache
+        self.caches[key].reset()
         return self.caches[key]
 
     def prefill(self, embeds: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor) -> tuple[torch.Tensor, StaticState]:
