@@ -161,6 +161,7 @@ def run_metadata(device: torch.device) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),  # 1, 5, 15 min: how shared the machine was (CPU timings)
     }
 
 

@@ -63,8 +63,7 @@ def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_s
             for r0 in range(0, N, rows):
                 q_blk = q[layer, p0 : p0 + pairs, r0 : r0 + rows]  # [c, bq, d]
                 probs = torch.baddbmm(zero, q_blk, k_t, beta=0, alpha=d**-0.5).softmax(-1)  # [c, bq, N]
-                acc = received[p0 : p0 + pairs]  # [c, 1, N]
-                received[p0 : p0 + pairs] = torch.baddbmm(acc, ones[: len(q_blk), :, : q_blk.shape[1]], probs)
+                received[p0 : p0 + pairs].baddbmm_(ones[: len(q_blk), :, : q_blk.shape[1]], probs)  # += column sums
     return received.view(B, H, N).sum(1)[:, 1:] / (L * H * N)  # [B, P]
 
 
