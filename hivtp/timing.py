@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -72,13 +72,21 @@ def measure(
     return summarize(samples)
 
 
+class Interleaved(NamedTuple):
+    """Samples in milliseconds per path, in round order (sample r of every path is from round r)."""
+
+    wall_ms: dict[str, list[float]]
+    cpu_ms: dict[str, list[float]] | None  # process CPU time, all threads (CPU device only)
+
+
 def measure_interleaved(
     fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, rounds: int
-) -> dict[str, list[float]]:
+) -> Interleaved:
     """Time several paths side by side: each round runs every path once, in an order rotated by one per
     round, so drift on a shared machine (other jobs, clocks, caches) hits all paths alike.
 
-    Returns each path's samples in milliseconds, in round order (sample r of every path is from round r).
+    On the CPU each call also records the process's CPU time (all its threads): on a machine shared
+    with other jobs, wall time also counts the waits for a core, CPU time only the work done.
     """
     if rounds <= 0 or warmup < 0 or not fns:
         raise ValueError(f"need rounds > 0, warmup >= 0 and a path to time, got rounds={rounds}, warmup={warmup}")
@@ -87,6 +95,7 @@ def measure_interleaved(
         for name in names:
             fns[name]()
     order = [names[(r + i) % len(names)] for r in range(rounds) for i in range(len(names))]
+    wall: dict[str, list[float]] = {name: [] for name in names}
     if device.type == "cuda":
         events = []
         for name in order:
@@ -96,14 +105,16 @@ def measure_interleaved(
             end.record()
             events.append((name, start, end))
         torch.cuda.synchronize(device)
-        samples = [(name, start.elapsed_time(end)) for name, start, end in events]
-    else:
-        samples = []
-        for name in order:
-            t0 = time.perf_counter_ns()
-            fns[name]()
-            samples.append((name, (time.perf_counter_ns() - t0) / 1e6))
-    return {name: [ms for who, ms in samples if who == name] for name in names}
+        for name, start, end in events:
+            wall[name].append(start.elapsed_time(end))
+        return Interleaved(wall, None)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for name in order:
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        fns[name]()
+        wall[name].append((time.perf_counter_ns() - t0) / 1e6)
+        cpu[name].append((time.process_time_ns() - c0) / 1e6)
+    return Interleaved(wall, cpu)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -162,6 +173,7 @@ def run_metadata(device: torch.device) -> dict[str, Any]:
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
         "load_average": list(os.getloadavg()),  # 1, 5, 15 min: how shared the machine was (CPU timings)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE: idle threads sleep instead of spinning
     }
 
 

@@ -64,8 +64,10 @@ def test_vision_stage_times_stock_floor_and_hivtp_side_by_side(kind, tiny_dirs, 
     assert [row["batch"] for row in record["rows"]] == [1, 2]
     for row in record["rows"]:
         assert all(len(row["samples_ms"][path]) == 3 and row[path]["repeats"] == 3 for path in ("stock", "floor", "hivtp"))
-        assert row["hivtp_over_floor"] == pytest.approx(row["hivtp"]["median_ms"] / row["floor"]["median_ms"])
-        assert row["hivtp_over_stock"] == pytest.approx(row["hivtp"]["median_ms"] / row["stock"]["median_ms"])
+        assert all(len(row["cpu_samples_ms"][path]) == 3 for path in ("stock", "floor", "hivtp"))  # CPU: CPU time too
+        for clock in (row, row["cpu_time"]):
+            assert clock["hivtp_over_floor"] == pytest.approx(clock["hivtp"]["median_ms"] / clock["floor"]["median_ms"])
+            assert clock["hivtp_over_stock"] == pytest.approx(clock["hivtp"]["median_ms"] / clock["stock"]["median_ms"])
         assert 0 < row["kept_per_crop"] <= row["kmax"] < row["patches_per_crop"]
     crops = [row["crops"] for row in record["rows"]]
     assert crops[1] == 2 * crops[0] and (crops[0] == 1 if kind == "tiny" else crops[0] > 1)  # NeXT: base + crops
@@ -77,7 +79,8 @@ def test_interleaved_timing_rotates_the_order() -> None:
     calls: list[str] = []
     samples = measure_interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, torch.device("cpu"), warmup=1, rounds=3)
     assert calls == list("abc") + list("abc") + list("bca") + list("cab")
-    assert {n: len(v) for n, v in samples.items()} == {"a": 3, "b": 3, "c": 3}
+    assert {n: len(v) for n, v in samples.wall_ms.items()} == {"a": 3, "b": 3, "c": 3}
+    assert {n: len(v) for n, v in samples.cpu_ms.items()} == {"a": 3, "b": 3, "c": 3}
     with pytest.raises(ValueError, match="rounds > 0"):
         measure_interleaved({"a": lambda: None}, torch.device("cpu"), warmup=0, rounds=0)
 
