@@ -45,11 +45,11 @@ step 80 bash -c "cmake -S plugins/hivtpPlugin -B .build-plugin/gpu -G Ninja -DHI
   -DHIVTP_KERNEL_SOURCE=triton -DHIVTP_CUDA_ARCHS=sm_90a -DCMAKE_BUILD_TYPE=Release >/dev/null \
   && cmake --build .build-plugin/gpu -j 16 --target hivtp_gpu_smoke >/dev/null && echo built"
 step 30 env HIVTP_GPU_SMOKE=.build-plugin/gpu/hivtp_gpu_smoke python3 -m pytest -q -p no:cacheprovider tests/test_plugin_host.py -k gpu
-step 35 hivtp bench --random-init llava-1.5-7b --stage vision --out-dir results/bench
-step 35 hivtp bench --random-init llava-next-7b --stage vision --out-dir results/bench
-step 60 hivtp bench --random-init llava-1.5-7b --stage e2e --batch 1 --new-tokens 4 --out-dir results/bench
-step 90 hivtp bench --random-init llava-next-7b --stage e2e --batch 1 --new-tokens 4 --out-dir results/bench
-step 150 hivtp bench --random-init llava-1.5-7b --stage e2e --batch 1 --new-tokens 4 --budgets 64 --compile --out-dir results/bench
+step 35 python3 -m hivtp.cli bench --random-init llava-1.5-7b --stage vision --out-dir results/bench
+step 35 python3 -m hivtp.cli bench --random-init llava-next-7b --stage vision --out-dir results/bench
+step 60 python3 -m hivtp.cli bench --random-init llava-1.5-7b --stage e2e --batch 1 --new-tokens 4 --out-dir results/bench
+step 90 python3 -m hivtp.cli bench --random-init llava-next-7b --stage e2e --batch 1 --new-tokens 4 --out-dir results/bench
+step 150 python3 -m hivtp.cli bench --random-init llava-1.5-7b --stage e2e --batch 1 --new-tokens 4 --budgets 64 --compile --out-dir results/bench
 
 mapfile -t written < <(find results/gpu results/bench -name '*.json' -newer "$marker" ! -name 'targets-*' | sort)
 step 15 python3 scripts/gpu_targets.py "${written[@]}"
