@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from hivtp.config import HIVTPConfig
+from hivtp.outputs import read_json
 
 MANIFEST_NAME = "manifest.json"
 MANIFEST_FORMAT = 1
@@ -115,14 +116,7 @@ SCHEMA: dict[str, tuple[type, ...]] = {
 def read_manifest(directory: str | Path) -> dict[str, Any]:
     """manifest.json of a build output, its schema checked (a partial or edited manifest: ValueError)."""
     path = Path(directory) / MANIFEST_NAME
-    try:
-        manifest = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{directory} holds no {MANIFEST_NAME}: not a hivtp build output") from None
-    except (json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot parse {path}: {err}") from None
-    except OSError as err:
-        raise ValueError(f"cannot read {path}: {err.strerror}") from None
+    manifest = read_json(path, f"{directory} holds no {MANIFEST_NAME}: not a hivtp build output")
     if not isinstance(manifest, dict) or manifest.get("format") != MANIFEST_FORMAT:
         raise ValueError(f"{path} is not a hivtp manifest of format {MANIFEST_FORMAT}")
     for key, types in SCHEMA.items():

@@ -82,14 +82,23 @@ def build_on(device: torch.device, dtype: torch.dtype, build: Callable[[], T]) -
         torch.set_default_dtype(previous)
 
 
-def random_llava(name: str, device: torch.device, dtype: torch.dtype, seed: int = 0) -> tuple[Any, Any]:
-    """(model, processor) with random weights, built on `device` in `dtype` (no fp32 copy on the host)."""
+def random_llava(
+    name: str, device: torch.device, dtype: torch.dtype, seed: int = 0, vision_only: bool = False
+) -> tuple[Any, Any]:
+    """(model, processor) with random weights, built on `device` in `dtype` (no fp32 copy on the host).
+
+    vision_only: the language model shrinks to no layers and the demo vocabulary; the tower, the
+    projector and NeXT's image_newline keep their real sizes, so a 7B preset's vision path fits a CPU.
+    """
     if name not in PRESETS:
         raise ValueError(f"unknown --random-init {name!r}; expected one of {', '.join(PRESETS)}")
-    if name != "tiny" and device.type != "cuda":
+    if name != "tiny" and device.type != "cuda" and not vision_only:
         raise ValueError(f"--random-init {name} needs a GPU (fp16 weights are ~14 GB); use --random-init tiny on the CPU")
     tokenizer = tiny_tokenizer()
     config = preset_config(name, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
+    if vision_only:
+        config.text_config.num_hidden_layers = 0
+        config.text_config.vocab_size = len(tokenizer)
     torch.manual_seed(seed)
     model = build_on(device, dtype, lambda: MODEL_CLASSES[config.model_type](config))
     vision = config.vision_config

@@ -63,11 +63,14 @@ def trtllm_plan(args: argparse.Namespace) -> tuple[Plan, str]:
 
 def torch_plan(args: argparse.Namespace, model: Any, processor: Any) -> Plan:
     """full (stock HF vision path: nothing scored or pruned), paper mode, then each budget."""
+    from hivtp.runtime.compiled import CompiledLM
     from hivtp.runtime.torch_backend import TorchBackend
 
     configs = configurations(default_budgets(args, model.config.model_type), config_from(args))
     ops = prune_ops(args.ops, model.device)
-    return [(name, config, lambda config=config: TorchBackend(model, processor, config, ops)) for name, config in configs]
+    compiled = CompiledLM(model, args.new_tokens) if args.compile else None  # one per model: shared compile caches
+    return [(name, config, lambda config=config: TorchBackend(model, processor, config, ops, compiled))
+            for name, config in configs]
 
 
 def prune_ops(choice: str, device: torch.device) -> PruneOps | None:
@@ -171,7 +174,8 @@ def run_e2e(args: argparse.Namespace) -> None:
             rows.append({"config": name, "batch": batch, "hivtp": config.to_dict() if config else None,
                          **measure_config(make(), images, prompts, args, device)})
     weights = "random weights (timing only; outputs are meaningless)" if args.random_init else "checkpoint weights"
-    print(f"hivtp bench e2e: {label} ({weights}), backend {args.backend}, {meta['device']} ({args.threads} threads), {dtype}, "
+    compiled = ", compiled (torch.compile + CUDA graphs)" if args.compile else ""
+    print(f"hivtp bench e2e: {label} ({weights}), backend {args.backend}{compiled}, {meta['device']} ({args.threads} threads), {dtype}, "
           f"image {image.size[0]}x{image.size[1]}, {args.new_tokens} new tokens, {args.repeats} repeats")
     print(HEADER)
     for row in rows:
@@ -180,8 +184,8 @@ def run_e2e(args: argparse.Namespace) -> None:
           "Paper, for reference only: TTFT -50% (LLaVA-1.5-7B), -55% (LLaVA-NeXT-7B).")
     record = {**meta, "stage": "e2e", "model": label, "weights": weights, "backend": args.backend, "dtype": str(dtype),
               "image_size": list(image.size), "new_tokens": args.new_tokens, "warmup": args.warmup,
-              "repeats": args.repeats, "ops": args.ops, "rows": rows}
-    path = output_path(args, "e2e", label, meta)
+              "repeats": args.repeats, "ops": args.ops, "compile": args.compile, "rows": rows}
+    path = output_path(args, "e2e" + ("-compile" if args.compile else ""), label, meta)
     write_json(path, record)
     save_figure(path.with_suffix(".png"), plot(rows, f"{label}, {args.backend}, {meta['device']}, {meta['date_utc']}, commit {meta['commit']}"))
     print(f"wrote {path} and {path.with_suffix('.png')}")

@@ -5,8 +5,9 @@ reference of the op, and on CUDA the Triton kernel. Target (kernel path only): <
 time; the torch reference is reported, not judged. Inputs are random tensors of the model's shapes
 (Q, K [L, B, H, N, d] in the model dtype for `score`; fp32 scores [B, P] for `select`): both ops'
 cost does not depend on the values.
-Units: score reads Q and K once each (2 * L*B*H*N*d elements) and computes Q K^T twice (row
-statistics, then column sums): 2 passes * 2 FLOPs * L*B*H*N^2*d. select: ms per image.
+Units: score reads Q and K once each (2 * L*B*H*N*d elements); TFLOP/s counts two Q K^T passes,
+2 passes * 2 FLOPs * L*B*H*N^2*d, what the Triton kernel executes (row statistics, then column
+sums; the torch reference makes one pass over whole rows). select: ms per image.
 """
 
 from __future__ import annotations

@@ -9,7 +9,6 @@ before they are decoded.
 from __future__ import annotations
 
 import io
-import json
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -22,6 +21,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
 from hivtp.config import HIVTPConfig
+from hivtp.outputs import read_json
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~ 9459 x 9459), refused instead of warned
@@ -97,12 +97,7 @@ def checkpoint_type(directory: str | Path) -> str:
     config_path = Path(directory) / "config.json"
     if not Path(directory).is_dir():
         raise ValueError(f"model directory not found: {directory}")
-    try:
-        data = json.loads(config_path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{directory} is not a HF checkpoint: no config.json") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot parse {config_path}: {err}") from None
+    data = read_json(config_path, f"{directory} is not a HF checkpoint: no config.json")
     model_type = data.get("model_type") if isinstance(data, dict) else None
     if model_type not in MODEL_CLASSES:
         raise ValueError(f"{directory} holds a {model_type!r} model; HIVTP supports {sorted(MODEL_CLASSES)}")

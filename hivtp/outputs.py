@@ -6,18 +6,33 @@
 - Build folders (`build --output`): a new folder, or with `--force` an earlier hivtp build that holds
   nothing hivtp did not write. Never the working directory or one of its parents, the home directory,
   the filesystem root, the checkpoint or a folder that holds it.
+JSON files hivtp reads back (manifests, listings, checkpoint configs) go through `read_json`.
 Light on purpose (no torch): commands call it before they import anything heavy.
 """
 
 from __future__ import annotations
 
 import datetime
+import json
 import os
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 RESULTS_ENV = "HIVTP_RESULTS"
+
+
+def read_json(path: Path, missing: str) -> Any:
+    """The JSON value in `path`, or one ValueError line: `missing` when there is no such file."""
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ValueError(missing) from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ValueError(f"cannot parse {path}: {err}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read {path}: {err.strerror or err}") from None
 
 
 def results_dir(command: str) -> Path:

@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 
@@ -70,6 +70,51 @@ def measure(
         fn(state)
         samples.append((time.perf_counter_ns() - t0) / 1e6)
     return summarize(samples)
+
+
+class Interleaved(NamedTuple):
+    """Samples in milliseconds per path, in round order (sample r of every path is from round r)."""
+
+    wall_ms: dict[str, list[float]]
+    cpu_ms: dict[str, list[float]] | None  # process CPU time, all threads (CPU device only)
+
+
+def measure_interleaved(
+    fns: dict[str, Callable[[], Any]], device: torch.device, warmup: int, rounds: int
+) -> Interleaved:
+    """Time several paths side by side: each round runs every path once, in an order rotated by one per
+    round, so drift on a shared machine (other jobs, clocks, caches) hits all paths alike.
+
+    On the CPU each call also records the process's CPU time (all its threads): on a machine shared
+    with other jobs, wall time also counts the waits for a core, CPU time only the work done.
+    """
+    if rounds <= 0 or warmup < 0 or not fns:
+        raise ValueError(f"need rounds > 0, warmup >= 0 and a path to time, got rounds={rounds}, warmup={warmup}")
+    names = list(fns)
+    for _ in range(warmup):
+        for name in names:
+            fns[name]()
+    order = [names[(r + i) % len(names)] for r in range(rounds) for i in range(len(names))]
+    wall: dict[str, list[float]] = {name: [] for name in names}
+    if device.type == "cuda":
+        events = []
+        for name in order:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fns[name]()
+            end.record()
+            events.append((name, start, end))
+        torch.cuda.synchronize(device)
+        for name, start, end in events:
+            wall[name].append(start.elapsed_time(end))
+        return Interleaved(wall, None)
+    cpu: dict[str, list[float]] = {name: [] for name in names}
+    for name in order:
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        fns[name]()
+        wall[name].append((time.perf_counter_ns() - t0) / 1e6)
+        cpu[name].append((time.process_time_ns() - c0) / 1e6)
+    return Interleaved(wall, cpu)
 
 
 def reset_peak_memory(device: torch.device) -> None:
@@ -141,6 +186,8 @@ def run_metadata(device: torch.device) -> dict[str, Any]:
         "transformers": transformers.__version__,
         "python": platform.python_version(),
         "torch_threads": torch.get_num_threads(),
+        "load_average": list(os.getloadavg()),  # 1, 5, 15 min: how shared the machine was (CPU timings)
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY"),  # PASSIVE: idle threads sleep instead of spinning
     }
 
 

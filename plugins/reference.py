@@ -9,9 +9,9 @@ Shape legend (used in every comment below):
 Scores (paper, Sec. 3): s_j = 1 / (L * H * N) * sum_{l, h, i} A_l[h, i, j], the attention that
 token j receives in the middle encoder layers, averaged over layers, heads and *all* query rows
 (CLS row included, no renormalisation), CLS column dropped.
-Cost of the streaming form: 2 * L * B * H * N^2 * d FLOPs for Q K^T (computed twice: once for the
-row statistics, once for the column sums); reads L * B * H * N * d elements of Q and of K each,
-writes B * P scores. The [B, H, N, N] map never exists in memory.
+Cost of the streaming form: one Q K^T pass, 2 * L * B * H * N^2 * d FLOPs, and L * B * H * N^2 exps;
+reads L * B * H * N * d elements of Q and of K each, writes B * P scores. The [B, H, N, N] map never
+exists in memory: a chunk of (layer, image, head) maps and query rows at a time, sized to stay in cache.
 """
 
 from __future__ import annotations
@@ -45,36 +45,42 @@ def importance_scores(attentions: torch.Tensor | list[torch.Tensor]) -> torch.Te
     return received[:, 1:] / (L * H * N)  # [B, P]
 
 
-def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_size: int = 128) -> torch.Tensor:
+MAP_BYTES = 32 << 20  # fp32 logits per chunk: the per-layer [H, N, N] map of one ViT-L/14-336 image (21 MB) fits an L3
+
+
+def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_size: int = 1024) -> torch.Tensor:
     """Scores streamed from the score layers' Q and K (pre-scale), never materialising [B, H, N, N].
 
-    queries, keys: [L, B, H, N, d] -> scores [B, P] fp32. The scale d^-0.5 is applied here, once.
-    Two passes per row block: row max / sum-exp over all column blocks, then normalised column sums.
+    queries, keys: [L, B, H, N, d] -> scores [B, P] fp32 (not differentiable: selection is discrete).
+    The scale d^-0.5 is applied here, once. One Q K^T pass: a block of `block_size` query rows holds its
+    whole logits rows, so its softmax is exact and its column sums follow at once. The (layer, image,
+    head) maps are batched up to MAP_BYTES of logits: three large ops per chunk, all in one reused
+    buffer (logits, softmax in place, column sums accumulated by a matmul with ones), because on a CPU
+    each op's threads meet at a barrier, which costs a scheduler slice whenever the machine is shared.
     """
     check_tensor("queries", queries, 5, REAL)
     check_tensor("keys", keys, 5, REAL)
     if queries.shape != keys.shape or queries.shape[3] < 2:
         raise ValueError(f"queries and keys must both be [L, B, H, N, d] with N >= 2, got {tuple(queries.shape)} and {tuple(keys.shape)}")
     L, B, H, N, d = queries.shape
-    scale = d**-0.5
-    q, k = queries.float(), keys.float()
-    received = torch.zeros(B, N, dtype=torch.float32, device=queries.device)  # [B, N]
-    blocks = [(s, min(s + block_size, N)) for s in range(0, N, block_size)]
-    for layer in range(L):
-        for r0, r1 in blocks:
-            q_blk = q[layer, :, :, r0:r1]  # [B, H, bq, d]
-            row_max = torch.full((B, H, r1 - r0), float("-inf"), device=q.device)  # [B, H, bq]
-            row_sum = torch.zeros(B, H, r1 - r0, device=q.device)  # [B, H, bq]
-            for c0, c1 in blocks:
-                logits = (q_blk @ k[layer, :, :, c0:c1].transpose(-1, -2)) * scale  # [B, H, bq, bk]
-                new_max = torch.maximum(row_max, logits.amax(-1))
-                row_sum = row_sum * torch.exp(row_max - new_max) + torch.exp(logits - new_max[..., None]).sum(-1)
-                row_max = new_max
-            for c0, c1 in blocks:
-                logits = (q_blk @ k[layer, :, :, c0:c1].transpose(-1, -2)) * scale  # [B, H, bq, bk]
-                probs = torch.exp(logits - row_max[..., None]) / row_sum[..., None]  # [B, H, bq, bk]
-                received[:, c0:c1] += probs.sum(dim=(1, 2))  # [B, bk]
-    return received[:, 1:] / (L * H * N)  # [B, P]
+    maps = L * B * H  # one softmax map per (layer, image, head)
+    q = queries.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]
+    k = keys.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]
+    rows = max(1, min(block_size, N))
+    pairs = min(maps, max(1, MAP_BYTES // (4 * rows * N)))  # maps per chunk
+    received = torch.zeros(maps, 1, N, dtype=torch.float32, device=q.device)  # [L*B*H, 1, N]
+    logits = torch.empty(pairs, rows, N, dtype=torch.float32, device=q.device)  # [c, bq, N], reused
+    ones = torch.ones(pairs, 1, rows, dtype=torch.float32, device=q.device)  # [c, 1, bq]: sums over rows
+    for p0 in range(0, maps, pairs):
+        k_t = k[p0 : p0 + pairs].transpose(-1, -2)  # [c, d, N]
+        for r0 in range(0, N, rows):
+            q_blk = q[p0 : p0 + pairs, r0 : r0 + rows]  # [c, bq, d]
+            c, bq = q_blk.shape[:2]
+            out = logits[:c, :bq]  # [c, bq, N]
+            torch.baddbmm(out, q_blk, k_t, beta=0, alpha=d**-0.5, out=out)  # scaled logits
+            torch.softmax(out, -1, out=out)  # in place: one buffer is the chunk's whole working set
+            received[p0 : p0 + c].baddbmm_(ones[:c, :, :bq], out)  # += column sums
+    return received.view(L, B, H, N).sum((0, 2))[:, 1:] / (L * H * N)  # [B, P]
 
 
 def rank_tokens(scores: torch.Tensor) -> torch.Tensor:

@@ -1,7 +1,8 @@
 """HIVTP on Hugging Face LLaVA-1.5 / LLaVA-NeXT: prune visual tokens, then run the stock model.
 
 No library class is patched: `prune_inputs` reads the model's public submodules, runs the vision
-tower once, scores tokens from the score layers' Q and K (streamed, SDPA untouched), selects,
+tower once, takes the score layers' Q and K from that forward (hooks on the instances' q_proj /
+k_proj, removed afterwards), scores tokens from them (streamed, SDPA untouched), selects,
 projects only the kept tokens and rebuilds a shorter sequence. `apply` wraps a model so that
 `forward` / `generate` feed the stock model `inputs_embeds`.
 
@@ -11,8 +12,9 @@ hidden, D text hidden, B prompt rows, T pruned length.
 
 from __future__ import annotations
 
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, replace
-from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -70,30 +72,67 @@ def patch_grid(vision_config: Any) -> tuple[int, int]:
     return side, side
 
 
+def score_layers_of(tower: torch.nn.Module, config: HIVTPConfig, feature_layer: int | list[int]) -> tuple[int, ...]:
+    """The encoder layers whose attention scores the tokens, resolved ('relative') and checked against the tower.
+
+    The one place the integration reads `config.score_layers`.
+    """
+    return config.for_tower(len(clip_core(tower).encoder.layers), feature_layer).layers
+
+
+QK_PROJECTIONS = ("q_proj", "k_proj")  # CLIPAttention's Linear submodules that output Q and K
+
+
+@contextmanager
+def captured_projections(tower: torch.nn.Module, layers: tuple[int, ...]) -> Iterator[list[dict[str, torch.Tensor]]]:
+    """Forward hooks on `layers`' q_proj / k_proj, removed on exit: their outputs [M, N, Dv], one dict per layer.
+
+    The tower's own forward computes these projections for its attention; keeping them costs nothing.
+    """
+    encoder_layers = clip_core(tower).encoder.layers
+    captured: list[dict[str, torch.Tensor]] = [{} for _ in layers]
+    handles = []
+
+    def keeper(slot: dict[str, torch.Tensor], name: str) -> Callable[..., None]:
+        def hook(module: torch.nn.Module, args: Any, output: torch.Tensor) -> None:
+            slot[name] = output
+
+        return hook
+
+    try:
+        for slot, layer in zip(captured, layers):
+            attn = encoder_layers[layer].self_attn
+            handles += [getattr(attn, name).register_forward_hook(keeper(slot, name)) for name in QK_PROJECTIONS]
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+
+
 def tower_qk(
     tower: torch.nn.Module, pixel_values: torch.Tensor, config: HIVTPConfig, feature_layer: int | list[int]
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Run the CLIP tower once -> queries, keys [L, M, H, N, d] of the score layers, patch features [M, P, Dv'].
 
-    Q/K are rebuilt from each score layer's own attention input, layer_norm1(hidden_states[l]), before
-    the d^-0.5 scale, so SDPA stays on and no attention map is ever requested. Dv' = Dv * feature layers.
+    Q/K are the score layers' own q_proj / k_proj outputs (before the d^-0.5 scale), taken from the
+    forward by hooks: nothing is recomputed, SDPA stays on and no attention map is ever requested.
+    Dv' = Dv * feature layers.
     """
-    encoder_layers = clip_core(tower).encoder.layers
-    score_layers = config.for_tower(len(encoder_layers), feature_layer).layers  # 'relative' resolved here
+    layers = score_layers_of(tower, config, feature_layer)
     dtype = next(tower.parameters()).dtype
-    hidden = tower(pixel_values.to(dtype), output_hidden_states=True).hidden_states  # L+1 x [M, N, Dv]
+    with captured_projections(tower, layers) as captured:
+        hidden = tower(pixel_values.to(dtype), output_hidden_states=True).hidden_states  # L+1 x [M, N, Dv]
     M, N, _ = hidden[0].shape
-    queries, keys = [], []
-    for layer in score_layers:
-        block = encoder_layers[layer]
-        attn = block.self_attn
-        x = block.layer_norm1(hidden[layer])  # [M, N, Dv]
-        split = (M, N, attn.num_heads, attn.head_dim)
-        queries.append(attn.q_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
-        keys.append(attn.k_proj(x).view(split).transpose(1, 2))  # [M, H, N, d]
-    layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
-    features = torch.cat([hidden[layer][:, 1:] for layer in layers], dim=-1)  # [M, P, Dv']
-    return torch.stack(queries), torch.stack(keys), features
+    attn = clip_core(tower).encoder.layers[layers[0]].self_attn
+    split = (M, N, attn.num_heads, attn.head_dim)
+    missing = [layer for layer, slot in zip(layers, captured) if set(slot) != set(QK_PROJECTIONS)]
+    if missing:
+        raise ValueError(f"the vision tower's forward did not run q_proj / k_proj of score layers {missing}")
+    queries = torch.stack([slot["q_proj"].view(split).transpose(1, 2) for slot in captured])  # [L, M, H, N, d]
+    keys = torch.stack([slot["k_proj"].view(split).transpose(1, 2) for slot in captured])  # [L, M, H, N, d]
+    feature_layers = [feature_layer] if isinstance(feature_layer, int) else list(feature_layer)
+    features = torch.cat([hidden[layer][:, 1:] for layer in feature_layers], dim=-1)  # [M, P, Dv']
+    return queries, keys, features
 
 
 def encode_and_score(
@@ -106,14 +145,19 @@ def encode_and_score(
 
 Scorer = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # queries, keys [L, M, H, N, d] -> [M, P]
 Selector = Callable[[torch.Tensor, tuple[int, int], HIVTPConfig], tuple[torch.Tensor, ...]]  # -> indices, counts
+VisionStep = Callable[..., tuple]  # (model, pixel_values, config, ops) -> select_and_project's four results
 
 
 @dataclass(frozen=True)
 class PruneOps:
-    """The two steps a caller may swap: the Triton kernels on CUDA, or a baseline selection (fidelity)."""
+    """The steps a caller may swap: the Triton kernels on CUDA, or a baseline selection (fidelity).
+
+    vision_step runs `select_and_project` another way (e.g. replayed as a CUDA graph); None: eagerly.
+    """
 
     score: Scorer = importance_scores_from_qk
     select: Selector = select_tokens
+    vision_step: VisionStep | None = None
 
 
 def default_ops(device: torch.device) -> PruneOps:
@@ -147,7 +191,7 @@ def select_and_project(model: Any, pixel_values: torch.Tensor, config: HIVTPConf
 
 
 def _llava_features(model: Any, pixel_values: torch.Tensor, config: HIVTPConfig, ops: PruneOps):
-    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)
+    grid, indices, counts, projected = (ops.vision_step or select_and_project)(model, pixel_values, config, ops)
     full = torch.full_like(counts, grid[0] * grid[1])
     return split_kept(projected, counts), indices, counts, counts, full  # features [sum k, D]
 
@@ -159,7 +203,7 @@ def _next_features(
     cfg = model.config
     num_crops = crops_per_image(image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size)
     pixel_values = flatten_crops(pixel_values, num_crops)  # [C, 3, H, W]
-    grid, indices, counts, projected = select_and_project(model, pixel_values, config, ops)  # C crops
+    grid, indices, counts, projected = (ops.vision_step or select_and_project)(model, pixel_values, config, ops)  # C crops
     features, kept, full = next_features(
         projected, indices, model.model.image_newline, image_sizes, cfg.image_grid_pinpoints, cfg.vision_config.image_size, grid
     )

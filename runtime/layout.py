@@ -88,11 +88,6 @@ def prune_sequence(
     mask = torch.ones_like(input_ids, dtype=torch.bool) if attention_mask is None else attention_mask.bool()
     is_image = (input_ids == image_token_id) & mask  # [B, S]
     full_lengths, kept_lengths = full_lengths.to(device), kept_lengths.to(device)
-    n_tokens, n_expected = torch.stack([is_image.sum(), full_lengths.sum()]).tolist()  # one host sync
-    if n_tokens != n_expected:
-        raise ValueError(
-            f"image tokens and image features do not match: tokens {n_tokens}, features {n_expected}"
-        )
     full_end = full_lengths.cumsum(0)  # [M]
     kept_start = kept_lengths.cumsum(0) - kept_lengths  # [M]
     stream = is_image.flatten().cumsum(0).view(B, S) - 1  # [B, S]: index in the image-token stream
@@ -102,7 +97,12 @@ def prune_sequence(
     keep = (mask & ~is_image) | keep_image  # [B, S]
 
     new_len = keep.sum(1)  # [B]
-    T = int(new_len.max())
+    # the one host read: the pruned length T sizes the outputs (and the check needs both counts)
+    n_tokens, n_expected, T = torch.stack([is_image.sum(), full_lengths.sum().long(), new_len.max()]).tolist()
+    if n_tokens != n_expected:
+        raise ValueError(
+            f"image tokens and image features do not match: tokens {n_tokens}, features {n_expected}"
+        )
     dest = torch.where(keep, keep.cumsum(1) - 1 + (T - new_len)[:, None], torch.full_like(input_ids, T))  # [B, S]
     positions = torch.arange(S, device=device).expand(B, S)
 
@@ -165,10 +165,10 @@ def flatten_crops(pixel_values: torch.Tensor, num_crops: list[int]) -> torch.Ten
 def split_kept(selected: torch.Tensor, counts: torch.Tensor) -> torch.Tensor:
     """Per-image selections -> kept features image after image: [M, Kmax, D], counts [M] -> [sum counts, D]."""
     M, kmax, _ = selected.shape
-    if counts.shape != (M,) or not bool(((counts >= 0) & (counts <= kmax)).all()):  # one host sync
-        raise ValueError(f"counts must be [M] in [0, {kmax}] for {M} images, got {counts.tolist()}")
-    valid = torch.arange(kmax, device=selected.device) < counts.to(selected.device).long()[:, None]  # [M, Kmax]
-    return selected[valid]
+    lengths = counts.tolist()  # the one host read: the output's size depends on the counts
+    if counts.shape != (M,) or not all(0 <= n <= kmax for n in lengths):
+        raise ValueError(f"counts must be [M] in [0, {kmax}] for {M} images, got {lengths}")
+    return torch.cat([selected[m, :n] for m, n in enumerate(lengths)])  # [sum counts, D]
 
 
 def kept_mask(indices: torch.Tensor, patches: int) -> torch.Tensor:

@@ -13,8 +13,9 @@ from PIL import Image
 from helpers import cli_exit_code
 
 from hivtp import HIVTPConfig, apply
+from hivtp.runtime.compiled import CompiledLM
 from hivtp.runtime.torch_backend import TorchBackend
-from hivtp.timing import measure, summarize, write_atomic
+from hivtp.timing import measure, measure_interleaved, summarize, write_atomic
 
 FAST = ["--warmup", "0", "--repeats", "1"]
 
@@ -50,6 +51,40 @@ def test_kernel_stages_on_cpu_report_reference_only(stage, tmp_path, capsys) -> 
     assert ("gb_per_s" in rows[0]) == (stage == "score")
 
 
+@pytest.mark.parametrize("kind", ["tiny", "llava_next"])
+def test_vision_stage_times_stock_floor_and_hivtp_side_by_side(kind, tiny_dirs, tmp_path, capsys) -> None:
+    source = ["--random-init", "tiny"] if kind == "tiny" else ["--model", str(tiny_dirs[kind])]
+    argv = ["bench", *source, "--stage", "vision", "--batch", "1,2", "--out-dir", str(tmp_path), "--warmup", "0", "--repeats", "3"]
+    assert cli_exit_code(argv) == 0
+    out = capsys.readouterr().out
+    assert "hivtp/floor" in out and "hivtp/stock" in out and "interleaved rounds" in out
+    (json_path,) = tmp_path.glob("vision-*.json")
+    record = json.loads(json_path.read_text())
+    assert record["stage"] == "vision" and record["rounds"] == 3 and record["commit"]
+    assert [row["batch"] for row in record["rows"]] == [1, 2]
+    for row in record["rows"]:
+        assert all(len(row["samples_ms"][path]) == 3 and row[path]["repeats"] == 3 for path in ("stock", "floor", "hivtp"))
+        assert all(len(row["cpu_samples_ms"][path]) == 3 for path in ("stock", "floor", "hivtp"))  # CPU: CPU time too
+        for clock in (row, row["cpu_time"]):
+            assert clock["hivtp_over_floor"] == pytest.approx(clock["hivtp"]["median_ms"] / clock["floor"]["median_ms"])
+            assert clock["hivtp_over_stock"] == pytest.approx(clock["hivtp"]["median_ms"] / clock["stock"]["median_ms"])
+        assert 0 < row["kept_per_crop"] <= row["kmax"] < row["patches_per_crop"]
+    crops = [row["crops"] for row in record["rows"]]
+    assert crops[1] == 2 * crops[0] and (crops[0] == 1 if kind == "tiny" else crops[0] > 1)  # NeXT: base + crops
+    with Image.open(json_path.with_suffix(".png")) as png:
+        assert png.format == "PNG"
+
+
+def test_interleaved_timing_rotates_the_order() -> None:
+    calls: list[str] = []
+    samples = measure_interleaved({n: (lambda n=n: calls.append(n)) for n in "abc"}, torch.device("cpu"), warmup=1, rounds=3)
+    assert calls == list("abc") + list("abc") + list("bca") + list("cab")
+    assert {n: len(v) for n, v in samples.wall_ms.items()} == {"a": 3, "b": 3, "c": 3}
+    assert {n: len(v) for n, v in samples.cpu_ms.items()} == {"a": 3, "b": 3, "c": 3}
+    with pytest.raises(ValueError, match="rounds > 0"):
+        measure_interleaved({"a": lambda: None}, torch.device("cpu"), warmup=0, rounds=0)
+
+
 def test_torch_backend_full_equals_stock_generate_and_pruned_equals_wrapper(tiny, two_images) -> None:
     kind, model, processor = tiny
     prompts = ["what color is the circle ?", "describe the picture"]
@@ -66,6 +101,30 @@ def test_torch_backend_full_equals_stock_generate_and_pruned_equals_wrapper(tiny
     wrapped = apply(model, config).generate(**prepared.inputs, max_new_tokens=1, do_sample=False)
     torch.testing.assert_close(pruned.prefill(prepared, vision).first_tokens, wrapped[:, -1], rtol=0, atol=0)
     assert (vision.kept_tokens < vision.full_tokens).all()
+
+
+@torch.inference_mode()
+def test_compiled_backend_generates_what_the_eager_one_does(tiny, two_images) -> None:
+    """--compile's prefill / decode on a static KV cache: the same tokens as the eager loop, full and pruned.
+
+    backend "eager" runs dynamo's tracing and the static cache without inductor's code generation
+    (minutes on a CPU); CUDA graphs of the vision step are CUDA-only (scripts/gpu_perf.sh)."""
+    kind, model, processor = tiny
+    prompts = ["what color is the circle ?", "describe the picture"]
+    compiled = CompiledLM(model, max_new_tokens=4, backend="eager")
+    for config in (None, HIVTPConfig(budget=8)):
+        eager, fast = TorchBackend(model, processor, config), TorchBackend(model, processor, config, compiled=compiled)
+        prepared = eager.prepare(two_images, prompts)
+        want = eager.prefill(prepared, eager.vision(prepared))
+        want = torch.cat([want.first_tokens[:, None], eager.decode(want, 4)], dim=1)  # [B, 5]
+        got = fast.prefill(prepared, fast.vision(prepared))
+        got = torch.cat([got.first_tokens[:, None], fast.decode(got, 4)], dim=1)  # [B, 5]
+        assert torch.equal(got, want), (config, got, want)
+        steps = []  # a server whose requests all ended stops the decode early (on_step returns True)
+        early = fast.decode(fast.prefill(prepared, fast.vision(prepared)), 4, on_step=lambda t: steps.append(t) or len(steps) == 2)
+        assert torch.equal(early, want[:, 1:3]) and len(steps) == 2
+    with pytest.raises(ValueError, match="sized the KV cache for 4 new tokens, asked for 5"):
+        fast.decode(fast.prefill(prepared, fast.vision(prepared)), 5)
 
 
 def test_timing_stats_and_atomic_write(tmp_path) -> None:
@@ -91,6 +150,9 @@ def test_timing_stats_and_atomic_write(tmp_path) -> None:
         (["--backend", "trtllm", "--engine", "/nonexistent"], "needs tensorrt_llm 1.2.1"),
         (["--backend", "trtllm"], "needs --engine DIR"),
         (["--random-init", "tiny", "--budget", "8", "--budgets", "4"], "not both"),
+        (["--backend", "trtllm", "--stage", "vision", "--engine", "x"], "times the e2e stage only"),
+        (["--random-init", "tiny", "--stage", "vision", "--compile"], "--compile applies to the torch backend's e2e"),
+        (["--random-init", "tiny", "--stage", "vision", "--prompt", "x"], "in the vision stage"),
         (["--random-init", "tiny", "--batch", "0"], "expected a positive integer, got 0"),
         (["--random-init", "tiny", "--model", "x"], "not allowed with argument"),
         (["--stage", "e2e"], "pass --model DIR (a checkpoint) or --random-init"),

@@ -6,11 +6,13 @@ import pytest
 import torch
 import triton
 
-from hivtp.plugins.kernels.score import BLOCK_M, SCORE_RTOL, score
+from hivtp.plugins.kernels.score import BLOCK_M, BLOCK_N, MAX_TOKENS, SCORE_RTOL, score
 from hivtp.plugins.reference import importance_scores_from_qk
 
 DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
-CLIP_BLOCK_M = BLOCK_M if DEVICE == "cuda" else 128  # 8x fewer programs for the interpreter, same kernel code
+# The interpreter runs each program in numpy: bigger tiles, same kernel code (2 row blocks, the second
+# partial; 3 key tiles, the last partial). The default tiles run in test_awkward_shapes.
+CLIP_BLOCKS = dict(block_m=BLOCK_M, block_n=BLOCK_N) if DEVICE == "cuda" else dict(block_m=512, block_n=256)
 
 
 def qk(shape: tuple[int, ...], dtype: torch.dtype, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -30,7 +32,7 @@ def check(queries: torch.Tensor, keys: torch.Tensor, **launch) -> None:
 @torch.inference_mode()
 def test_clip_vit_l_336_shape():
     """L=3 score layers, 16 heads, d=64, N=577 (24x24 + CLS), batch 2."""
-    check(*qk((3, 2, 16, 577, 64), torch.float32, seed=0), block_m=CLIP_BLOCK_M)
+    check(*qk((3, 2, 16, 577, 64), torch.float32, seed=0), **CLIP_BLOCKS)
 
 
 # triton 3.5.1's CPU interpreter multiplies bf16 operands of tl.dot as raw 16-bit integers (~1e10
@@ -43,10 +45,11 @@ BF16 = pytest.param(
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, BF16])
-@pytest.mark.parametrize("shape", [(2, 3, 3, 37, 32), (1, 1, 4, 65, 16), (2, 1, 2, 2, 16)])
+@pytest.mark.parametrize("shape", [(2, 3, 3, 37, 32), (1, 1, 4, 65, 16), (2, 1, 2, 2, 16), (1, 2, 2, 200, 64)])
 @torch.inference_mode()
 def test_awkward_shapes(shape: tuple[int, ...], dtype: torch.dtype):
-    """N not a multiple of BLOCK_M nor a power of two (37), the tiny 8x8 tower (65, d=16), one patch (2)."""
+    """N not a multiple of BLOCK_M nor a power of two (37), the tiny 8x8 tower (65, d=16), one patch (2),
+    several row blocks and key tiles of the default size, the last of each partial (200)."""
     check(*qk(shape, dtype, seed=1))
 
 
@@ -70,7 +73,7 @@ def test_deterministic():
 @pytest.mark.parametrize(
     "queries, keys, message",
     [
-        (torch.zeros(1, 1, 1, 1025, 16), torch.zeros(1, 1, 1, 1025, 16), "N <= 1024"),
+        (torch.zeros(1, 1, 1, MAX_TOKENS + 1, 16), torch.zeros(1, 1, 1, MAX_TOKENS + 1, 16), f"N <= {MAX_TOKENS}"),
         (torch.zeros(1, 1, 1, 5, 24), torch.zeros(1, 1, 1, 5, 24), "multiple of 16"),
         (torch.zeros(1, 1, 1, 5, 16), torch.zeros(1, 1, 1, 6, 16), "must match"),
         (torch.zeros(1, 1, 5, 16), torch.zeros(1, 1, 5, 16), "must be \\[L, B, H, N, d\\]"),

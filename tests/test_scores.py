@@ -77,3 +77,35 @@ def test_cls_baseline_scores_are_the_cls_row_of_the_feature_layers_attention(tin
     torch.testing.assert_close(cls_attention(queries, keys), attentions[8][:, :, 0, 1:].mean(dim=1), rtol=1e-5, atol=1e-7)
     indices, counts = ops.select(cls_attention(queries, keys), (8, 8), replace(config, budget=8))
     assert counts.tolist() == [8, 8] and (indices.diff(dim=1) > 0).all()
+
+
+@torch.inference_mode()
+def test_qk_come_from_the_forward_and_equal_a_recomputation(tiny) -> None:
+    """The hooked q_proj / k_proj outputs are what layer_norm1(hidden_states[l]) -> q_proj / k_proj gives, bit for bit."""
+    from hivtp.runtime.hf import tower_qk
+
+    _, model, _ = tiny
+    tower = model.model.vision_tower
+    pixels = torch.randn(2, 3, 112, 112)
+    cfg = HIVTPConfig(score_layers=(0, 6, 9))
+    queries, keys, _ = tower_qk(tower, pixels, cfg, feature_layer=-2)
+    hidden = tower(pixels, output_hidden_states=True).hidden_states
+    for i, layer in enumerate(cfg.score_layers):
+        block = clip_core(tower).encoder.layers[layer]
+        x = block.layer_norm1(hidden[layer])  # [B, N, Dv]
+        split = (2, x.shape[1], block.self_attn.num_heads, block.self_attn.head_dim)
+        assert torch.equal(queries[i], block.self_attn.q_proj(x).view(split).transpose(1, 2))
+        assert torch.equal(keys[i], block.self_attn.k_proj(x).view(split).transpose(1, 2))
+
+
+def test_qk_hooks_are_removed_even_when_the_forward_fails(tiny) -> None:
+    from hivtp.runtime.hf import tower_qk
+
+    _, model, _ = tiny
+    tower = model.model.vision_tower
+    projections = [getattr(layer.self_attn, name) for layer in clip_core(tower).encoder.layers for name in ("q_proj", "k_proj")]
+    with pytest.raises(Exception):
+        tower_qk(tower, torch.randn(1, 3, 5, 5), HIVTPConfig(), feature_layer=-2)  # too small for one patch
+    assert not any(p._forward_hooks for p in projections)
+    tower_qk(tower, torch.randn(1, 3, 112, 112), HIVTPConfig(), feature_layer=-2)
+    assert not any(p._forward_hooks for p in projections)

@@ -1,11 +1,10 @@
-"""`hivtp bench`: e2e (TTFT, vision, prefill, decode), select and score timings, any backend."""
+"""`hivtp bench`: e2e (TTFT, vision, prefill, decode), vision (HIVTP's own cost), select, score and serve timings."""
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
-
 import os
+from typing import Any
 
 from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused
 from hivtp.commands.serve import SERVER_DEFAULTS, add_server_arguments, fill_server_defaults
@@ -17,14 +16,18 @@ SERVE_REQUESTS, SERVE_TIME_LIMIT = 64, 120
 SERVE_ONLY = {"concurrency": "--concurrency", "requests": "--requests", "time_limit": "--time-limit",
               **{dest: option for dest, (option, _) in SERVER_DEFAULTS.items()}}
 MAX_REPEATS = 1000  # per row; more is a typo, not a plan
+E2E_REPEATS, REPEATS = 20, 5  # e2e judges TTFT / bound on medians of many runs
 DEFAULT_NEW_TOKENS = 16
 DEFAULT_PROMPT = "describe the picture ."
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("bench", help="time vision, TTFT, decode and the select/score kernels")
-    parser.add_argument("--stage", choices=("e2e", "select", "score", "serve"), default="e2e",
-                        help="what to time (serve: a Triton server on loopback, torch flavour; default model: the shipped tiny one)")
+    parser.add_argument(
+        "--stage", choices=("e2e", "vision", "select", "score", "serve"), default="e2e",
+        help="what to time: e2e (TTFT, decode), vision (stock vs floor vs hivtp vision path), select or score (the ops), "
+        "serve (a Triton server on loopback, torch flavour; default model: the shipped tiny one)",
+    )
     source = parser.add_mutually_exclusive_group()
     source.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint directory")
     source.add_argument("--random-init", choices=PRESETS, help="real architecture, random weights (no download)")
@@ -36,14 +39,24 @@ def add_parser(commands: Any) -> None:
     )
     parser.add_argument("--device", help="torch device (default: cuda if available, else cpu)")
     parser.add_argument("--dtype", choices=("auto", *DTYPES), help="weights dtype (default auto: float16 on CUDA, float32 on CPU)")
-    parser.add_argument("--batch", type=comma_ints, help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8,32 for select/score)")
+    parser.add_argument("--batch", type=comma_ints,
+                        help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8 for vision, 1,8,32 for select/score)")
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
     parser.add_argument("--new-tokens", type=positive_int, help=f"fixed output length, e2e and serve (default: {DEFAULT_NEW_TOKENS})")
     parser.add_argument("--warmup", type=non_negative_int, default=2, help=f"untimed runs before the timed ones (at most {MAX_REPEATS})")
-    parser.add_argument("--repeats", type=positive_int, default=5, help=f"timed runs per row, medians reported (at most {MAX_REPEATS})")
+    parser.add_argument(
+        "--repeats", type=positive_int,
+        help=f"timed runs per row, medians reported (default: {E2E_REPEATS} for e2e, where TTFT / bound is judged; "
+        f"{REPEATS} otherwise; vision: interleaved rounds; at most {MAX_REPEATS})",
+    )
+    parser.add_argument(
+        "--compile", action="store_true",
+        help="e2e, torch backend: prefill and decode under torch.compile on a static KV cache (CUDA graphs on CUDA) "
+        "and the vision step replayed as a CUDA graph (CUDA); the first calls compile (minutes on a CPU)",
+    )
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch (default: the CPUs this process may use; printed with the results)")
-    parser.add_argument("--image", type=path, help="image file, e2e and serve (default: the bundled sample image)")
+    parser.add_argument("--image", type=path, help="image file, e2e, vision and serve (default: the bundled sample image)")
     parser.add_argument("--prompt", help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--out-dir", type=path, help="folder for the JSON and PNG (default: the per-user results folder, see README)")
     serve = parser.add_argument_group("--stage serve")
@@ -61,8 +74,8 @@ def check_serve_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--stage serve serves a checkpoint (--model DIR, default: the shipped tiny model) with the torch flavour")
     refuse_unused(args, {"engine": "--engine", "dtype": "--dtype", "device": "--device", "batch": "--batch",
                          "threads": "--threads"}, "in the serve stage: the server's own settings decide")
-    if args.ops != "auto" or args.warmup != 2 or args.repeats != 5:
-        raise ValueError("--ops, --warmup and --repeats have no effect in the serve stage (see --requests, --time-limit)")
+    if args.ops != "auto" or args.warmup != 2 or args.repeats is not None or args.compile:
+        raise ValueError("--ops, --warmup, --repeats and --compile have no effect in the serve stage (see --requests, --time-limit)")
     if args.budget is not None:
         raise ValueError("the serve stage compares several budgets: pass --budgets K1,K2,...")
     fill_server_defaults(args)
@@ -98,7 +111,12 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         if not (args.model or args.random_init):
             raise ValueError("pass --model DIR (a checkpoint) or --random-init tiny|llava-1.5-7b|llava-next-7b")
         refuse_unused(args, {"engine": "--engine"}, "with --backend torch (pass --backend trtllm)")
-    if args.stage != "e2e":
+    if args.compile and (args.backend != "torch" or args.stage != "e2e"):
+        raise ValueError("--compile applies to the torch backend's e2e stage (an engine is compiled by hivtp build)")
+    if args.stage == "vision":
+        refuse_unused(args, {"new_tokens": "--new-tokens", "budgets": "--budgets", "prompt": "--prompt"},
+                      "in the vision stage: it times the vision path alone (use --budget for a budget)")
+    elif args.stage != "e2e":
         refuse_unused(args, {"new_tokens": "--new-tokens", "budgets": "--budgets", "image": "--image", "prompt": "--prompt"},
                       f"in the {args.stage} stage: it times the op alone on random inputs (use --budget for select)")
         if args.ops != "auto":
@@ -107,6 +125,7 @@ def check_model_arguments(args: argparse.Namespace) -> None:
         if args.budgets is not None:
             raise ValueError("pass --budgets K1,K2,... or --budget K, not both")
         args.budgets, args.budget = (args.budget,), None  # one budget row beside full and paper
+    args.repeats = args.repeats or (E2E_REPEATS if args.stage == "e2e" else REPEATS)
     if max(args.warmup, args.repeats) > MAX_REPEATS:
         raise ValueError(f"--warmup / --repeats: at most {MAX_REPEATS} runs per row")
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
@@ -126,6 +145,7 @@ def run(args: argparse.Namespace) -> None:
 
     from hivtp.bench_e2e import run_e2e
     from hivtp.bench_kernels import run_kernels
+    from hivtp.bench_vision import run_vision
 
     torch.set_num_threads(args.threads)
-    (run_e2e if args.stage == "e2e" else run_kernels)(args)
+    {"e2e": run_e2e, "vision": run_vision}.get(args.stage, run_kernels)(args)

@@ -1,7 +1,7 @@
 """Benchmark: score kernel vs the torch streaming reference on CLIP ViT-L/14-336 shapes, batch 1, 8, 32.
 
 Units (reference.py docstring): one Q K^T is 2 * L * B * H * N^2 * d FLOPs (the reference does it
-twice); compulsory traffic is Q and K read once, L * B * H * N * d elements each, plus B * P fp32
+once, the kernel twice: TFLOP/s below counts one, the useful work); compulsory traffic is Q and K read once, L * B * H * N * d elements each, plus B * P fp32
 scores written. GB/s and TFLOP/s below are those counts over the kernel's time.
 Run on a GPU: python -m hivtp.plugins.benchmarks.bench_score (exits 2 without CUDA).
 """

@@ -36,7 +36,7 @@ struct KernelConstexpr
 struct KernelEntry
 {
     char const* kernel;     // aot.py contract name: "score", "score_reduce", "select", "gather"
-    char const* variant;    // aot.py variant name, e.g. "score_fp16_d64_n1024" (unique per arch)
+    char const* variant;    // aot.py variant name, e.g. "score_fp16_d64" (unique per arch)
     char const* arch;       // "sm_80", "sm_90a", ...
     char const* kernelName; // entry name inside the cubin = the Triton function ("select_kernel")
     unsigned char const* cubin;

@@ -16,7 +16,7 @@ using nvinfer1::DataType;
 
 constexpr int64_t kMAX_GRID_Y = 65535;
 constexpr int64_t kMAX_PATCHES = 4096; // select.py MAX_PATCHES: 12 index bits in its sort key
-constexpr int64_t kMAX_TOKENS = 1024;  // score.py MAX_TOKENS: a whole logits row per program
+constexpr int64_t kMAX_TOKENS = 4097;  // score.py MAX_TOKENS: 1 + kMAX_PATCHES (the kernel streams any N)
 
 bool hasPtrType(KernelEntry const& e, char const* arg, char const* elem)
 {
@@ -111,14 +111,15 @@ ScorePlan planScore(int64_t L, int64_t B, int64_t H, int64_t N, int64_t blockM, 
         "Score needs 1 <= L * H <= " << kMAX_GRID_Y << ", got L = " << L << ", H = " << H);
     HIVTP_VALIDATE(blockM > 0 && blockReduce > 0, "bad block sizes " << blockM << ", " << blockReduce);
     ScorePlan plan;
+    int64_t const P = N - 1; // partial column sums cover the patches only (the CLS column is dropped)
     plan.rowBlocks = ceilDiv(N, blockM);
     plan.partialRows = L * H * plan.rowBlocks;
-    HIVTP_VALIDATE(B * plan.partialRows * N < (int64_t{1} << 31),
-        "Score partials [B, L * H * M, N] = [" << B << ", " << plan.partialRows << ", " << N
+    HIVTP_VALIDATE(B * plan.partialRows * P < (int64_t{1} << 31),
+        "Score partials [B, L * H * M, P] = [" << B << ", " << plan.partialRows << ", " << P
                                                << "] overflow the kernels' int32 offsets");
     plan.grid = dim3(toDim(plan.rowBlocks, "row blocks"), toDim(L * H, "L * H"), toDim(B, "B"));
-    plan.reduceGrid = dim3(toDim(ceilDiv(N - 1, blockReduce), "patch blocks"), toDim(B, "B"), 1);
-    plan.workspaceBytes = align256(B * plan.partialRows * N * static_cast<int64_t>(sizeof(float)));
+    plan.reduceGrid = dim3(toDim(ceilDiv(P, blockReduce), "patch blocks"), toDim(B, "B"), 1);
+    plan.workspaceBytes = align256(B * plan.partialRows * P * static_cast<int64_t>(sizeof(float)));
     return plan;
 }
 
@@ -153,18 +154,17 @@ LoadedKernel const* pickScore(DeviceKernels const& kernels, DataType type, int64
     char const* elem = tritonType(type);
     if (elem == nullptr || type == DataType::kINT32)
         return nullptr;
-    LoadedKernel const* best = nullptr;
+    if (N >= 0 && (N < 2 || N > kMAX_TOKENS))
+        return nullptr;
     for (LoadedKernel const* k : kernels.family(kSCORE_KERNEL))
     {
         KernelEntry const& e = *k->entry;
-        int64_t const blockN = constexprValue(e, "BLOCK_N", -1);
-        int64_t const headDim = constexprValue(e, "HEAD_DIM", -1);
-        bool const fits = hasPtrType(e, "q_ptr", elem) && hasPtrType(e, "k_ptr", elem) && (d < 0 || headDim == d)
-            && (N < 0 || blockN >= N);
-        if (fits && (best == nullptr || blockN < constexprValue(*best->entry, "BLOCK_N", -1)))
-            best = k;
+        bool const fits = hasPtrType(e, "q_ptr", elem) && hasPtrType(e, "k_ptr", elem)
+            && (d < 0 || constexprValue(e, "HEAD_DIM", -1) == d);
+        if (fits) // the kernel streams key tiles: one variant per (type, head dim) serves every N
+            return k;
     }
-    return best;
+    return nullptr;
 }
 
 int64_t minScoreBlockM(DeviceKernels const& kernels, DataType type, int64_t d)

@@ -3,7 +3,8 @@
  * serves a shape, the launch grids, the workspace, and the named arguments. The grid/workspace
  * arithmetic is pure (unit-tested on the host); the launchers only fill KernelArgs and launch.
  * Legend: L score layers, B batch, H heads, N = 1 + P tokens, d head dim, P patches, D feature width,
- * M = ceil(N / BLOCK_M) row blocks, R = L * H * M partial rows per image, Kmax static output width.
+ * M = ceil(N / BLOCK_M) row blocks, R = L * H * M partial rows per image (each P = N - 1 columns), Kmax static
+ * output width.
  */
 #pragma once
 
@@ -53,7 +54,7 @@ struct ScorePlan
     int64_t partialRows{};    // R = L * H * M: one partial row per (layer, head, row block) of an image
     dim3 grid{1, 1, 1};       // score_kernel: (M, L * H, B)
     dim3 reduceGrid{1, 1, 1}; // score_reduce_kernel: (ceil(P / BLOCK), B)
-    int64_t workspaceBytes{}; // partials [B, L * H * M, N] fp32
+    int64_t workspaceBytes{}; // partials [B, L * H * M, P] fp32
 };
 
 //! Pure: the launch of one Score call; throws on shapes the kernels refuse (N < 2, grid limits,
@@ -77,8 +78,8 @@ struct SelectPlan
 SelectPlan planSelect(int64_t B, int64_t kmax, int64_t D, int64_t blockK, int64_t blockD, int64_t indexBytes,
     int64_t countBytes, int64_t stageBytes);
 
-//! Variant of score_kernel for (dtype, N, d): HEAD_DIM == d and the smallest BLOCK_N >= N; or nullptr.
-//! N < 0 or d < 0 (unknown at format time) match any value.
+//! Variant of score_kernel for (dtype, N, d): HEAD_DIM == d, any 2 <= N <= 4097 (key tiles are streamed); or
+//! nullptr. N < 0 or d < 0 (unknown at format time) match any value.
 LoadedKernel const* pickScore(DeviceKernels const& kernels, nvinfer1::DataType type, int64_t N, int64_t d);
 LoadedKernel const* pickScoreReduce(DeviceKernels const& kernels);
 //! Smallest BLOCK_M among the score variants for (dtype, d): sizes the workspace for every N; -1 if none.

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from hivtp.config import HIVTPConfig
+from hivtp.outputs import read_json
 from hivtp.runtime.triton import pbtxt
 from hivtp.runtime.triton.pbtxt import Tensor, scalar
 
@@ -229,12 +230,7 @@ LISTING = "hivtp_repository.json"  # what hivtp wrote into a repository: lets --
 def repository_files(directory: Path) -> set[str]:
     """The files a repository's listing says hivtp wrote (the listing included); ValueError if not one of ours."""
     path = Path(directory) / LISTING
-    try:
-        listing = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ValueError(f"{directory} holds no {LISTING}: not a hivtp model repository") from None
-    except (OSError, json.JSONDecodeError, UnicodeDecodeError) as err:
-        raise ValueError(f"cannot read {path}: {err}") from None
+    listing = read_json(path, f"{directory} holds no {LISTING}: not a hivtp model repository")
     files = listing.get("files") if isinstance(listing, dict) else None
     if not isinstance(files, list) or not all(isinstance(name, str) for name in files):
         raise ValueError(f"{path} is damaged: 'files' must list relative paths")

@@ -97,20 +97,21 @@ void testGeometryFunctions()
 void testPlans()
 {
     gCurrentTest = "launch plans";
-    ScorePlan const s = planScore(3, 2, 16, 577, 16, 64); // L = 3, B = 2, H = 16: ViT-L/14-336
-    CHECK(s.rowBlocks == 37 && s.partialRows == 3 * 16 * 37);
-    CHECK(s.grid.x == 37 && s.grid.y == 48 && s.grid.z == 2);
-    CHECK(s.reduceGrid.x == 9 && s.reduceGrid.y == 2 && s.reduceGrid.z == 1);
-    CHECK(s.workspaceBytes == align256(2 * 3 * 16 * 37 * 577 * 4));
+    ScorePlan const s = planScore(3, 2, 16, 577, 64, 32); // L = 3, B = 2, H = 16: ViT-L/14-336
+    CHECK(s.rowBlocks == 10 && s.partialRows == 3 * 16 * 10);
+    CHECK(s.grid.x == 10 && s.grid.y == 48 && s.grid.z == 2);
+    CHECK(s.reduceGrid.x == 18 && s.reduceGrid.y == 2 && s.reduceGrid.z == 1);
+    CHECK(s.workspaceBytes == align256(2 * 3 * 16 * 10 * 576 * 4)); // partials [B, L * H * M, P]
     ScorePlan const one = planScore(1, 1, 1, 2, 16, 256);
     CHECK(one.grid.x == 1 && one.grid.y == 1 && one.grid.z == 1 && one.partialRows == 1);
     CHECK(one.reduceGrid.x == 1 && one.workspaceBytes == 256);
     CHECK_THROWS(planScore(3, 2, 16, 1, 16, 64), "N = 1");
-    CHECK_THROWS(planScore(3, 2, 16, 1025, 16, 64), "N = 1025");
+    CHECK(planScore(3, 2, 16, 1025, 64, 32).rowBlocks == 17); // key tiles are streamed: N past 1024 is fine
+    CHECK_THROWS(planScore(3, 2, 16, 4098, 64, 32), "N = 4098");
     CHECK_THROWS(planScore(3, 70000, 16, 577, 16, 64), "B = 70000");
     CHECK_THROWS(planScore(300, 2, 300, 577, 16, 64), "L * H");
     CHECK_THROWS(planScore(3, 2, 0, 577, 16, 64), "L * H");
-    CHECK_THROWS(planScore(3, 2048, 16, 1024, 16, 64), "int32 offsets"); // 2048 * 3072 * 1024 partials
+    CHECK_THROWS(planScore(3, 2048, 16, 1024, 16, 64), "int32 offsets"); // 2048 * 3072 * 1023 partials
 
     SelectPlan const wide = planSelect(3, 288, 1024, 32, 128, 8, 8, 8);
     CHECK(wide.grid.x == 3 && wide.grid.y == 1);
@@ -173,12 +174,12 @@ void testArchs()
 
     KernelTable const table = builtinKernelTable();
     CHECK(table.count == 15); // 13 records, two of them with PTX
-    KernelEntry const* e = selectEntry(table, "score_fp16_d64_n1024", 8, 6);
+    KernelEntry const* e = selectEntry(table, "score_fp16_d64", 8, 6);
     CHECK(e != nullptr && std::strcmp(e->arch, "sm_80") == 0);
-    e = selectEntry(table, "score_fp16_d64_n1024", 9, 0);
+    e = selectEntry(table, "score_fp16_d64", 9, 0);
     CHECK(e != nullptr && std::strcmp(e->arch, "sm_90a") == 0);
-    CHECK(selectEntry(table, "score_fp16_d64_n1024", 10, 0) == nullptr);
-    CHECK(selectEntry(table, "score_fp32_d64_n1024", 9, 0) == nullptr);
+    CHECK(selectEntry(table, "score_fp16_d64", 10, 0) == nullptr);
+    CHECK(selectEntry(table, "score_fp32_d64", 9, 0) == nullptr);
     CHECK(archsOf(table, "score") == "sm_80, sm_80, sm_80, sm_90a");
     CHECK(archsOf(table, "nothing") == "none");
     e = selectEntry(table, "select_p1024", 8, 6); // a cubin beats PTX
@@ -240,14 +241,18 @@ void testVariantChoice()
     auto const kernels = loadKernels({kSCORE_KERNEL, kSCORE_REDUCE_KERNEL, kSELECT_KERNEL, kGATHER_KERNEL});
     CHECK(kernels->kernels.size() == 9); // the sm_80 entries of the test table
     auto blockOf = [](LoadedKernel const* k, char const* name) { return k ? constexprValue(*k->entry, name, -1) : -1; };
-    CHECK(blockOf(pickScore(*kernels, DataType::kHALF, 577, 64), "BLOCK_N") == 1024);
-    CHECK(blockOf(pickScore(*kernels, DataType::kHALF, 300, 64), "BLOCK_N") == 512);
-    CHECK(blockOf(pickScore(*kernels, DataType::kFLOAT, 300, 64), "BLOCK_N") == 1024);
-    CHECK(pickScore(*kernels, DataType::kHALF, 1025, 64) == nullptr);
-    CHECK(pickScore(*kernels, DataType::kHALF, 577, 16) == nullptr);
+    auto variantOf = [](LoadedKernel const* k) { return std::string(k ? k->entry->variant : "none"); };
+    CHECK(variantOf(pickScore(*kernels, DataType::kHALF, 577, 64)) == "score_fp16_d64");
+    CHECK(variantOf(pickScore(*kernels, DataType::kHALF, 2, 64)) == "score_fp16_d64"); // one variant, every N
+    CHECK(variantOf(pickScore(*kernels, DataType::kHALF, 4097, 64)) == "score_fp16_d64");
+    CHECK(variantOf(pickScore(*kernels, DataType::kHALF, 65, 16)) == "score_fp16_d16");
+    CHECK(variantOf(pickScore(*kernels, DataType::kFLOAT, 300, 64)) == "score_fp32_d64");
+    CHECK(pickScore(*kernels, DataType::kHALF, 4098, 64) == nullptr);
+    CHECK(pickScore(*kernels, DataType::kHALF, 1, 64) == nullptr);
+    CHECK(pickScore(*kernels, DataType::kHALF, 577, 32) == nullptr);
     CHECK(pickScore(*kernels, DataType::kBF16, 577, 64) == nullptr);
     CHECK(pickScoreReduce(*kernels) != nullptr);
-    CHECK(minScoreBlockM(*kernels, DataType::kHALF, 64) == 16);
+    CHECK(minScoreBlockM(*kernels, DataType::kHALF, 64) == 64);
     CHECK(minScoreBlockM(*kernels, DataType::kBF16, 64) == -1);
     CHECK(blockOf(pickSelect(*kernels, 576), "BLOCK_P") == 1024);
     CHECK(blockOf(pickSelect(*kernels, 64), "BLOCK_P") == 64);

@@ -257,8 +257,8 @@ void testScoreBuildInterface()
     DynamicPluginTensorDesc cin[2] = {desc({3, 2, 16, 577, 64}, DataType::kHALF), desc({3, 2, 16, 577, 64}, DataType::kHALF)};
     DynamicPluginTensorDesc cout[1] = {desc({2, 576}, DataType::kFLOAT)};
     CHECK(p->configurePlugin(cin, 2, cout, 1) == 0);
-    // the fp16 N=577 variant is BLOCK_N 1024 (512 is too small), BLOCK_M 16: M = 37; partials [B, L * H * M, N]
-    CHECK(p->getWorkspaceSize(cin, 2, cout, 1) == static_cast<size_t>(align256(2 * 3 * 16 * 37 * 577 * 4)));
+    // the fp16 d = 64 variant has BLOCK_M 64: M = ceil(577 / 64) = 10; partials [B, L * H * M, P]
+    CHECK(p->getWorkspaceSize(cin, 2, cout, 1) == static_cast<size_t>(align256(2 * 3 * 16 * 10 * 576 * 4)));
     DynamicPluginTensorDesc wrongL[2] = {desc({4, 2, 16, 577, 64}, DataType::kHALF), desc({4, 2, 16, 577, 64}, DataType::kHALF)};
     CHECK(p->configurePlugin(wrongL, 2, cout, 1) == -1);
     CHECK(gFinder.logger.take().find("score_layers lists 3") != std::string::npos);
@@ -423,9 +423,9 @@ void testScoreEnqueue()
     KernelTable const table = builtinKernelTable();
     LaunchRecord const& main = gLaunches[0];
     KernelEntry const& me = *selectEntry(table, main.variant, 8, 6);
-    CHECK(main.variant == "score_fp16_d64_n1024");
-    CHECK(main.grid.x == 37 && main.grid.y == 3 * 16 && main.grid.z == 2);
-    CHECK(main.block.x == 256 && main.shared == 49152);
+    CHECK(main.variant == "score_fp16_d64");
+    CHECK(main.grid.x == 10 && main.grid.y == 3 * 16 && main.grid.z == 2);
+    CHECK(main.block.x == 128 && main.shared == 16384);
     CHECK(main.param<void*>("q_ptr", me) == inputs[0] && main.param<void*>("k_ptr", me) == inputs[1]);
     CHECK(main.param<void*>("partial_ptr", me) == fakePtr(0x40000));
     CHECK(main.param<int32_t>("L", me) == 3 && main.param<int32_t>("H", me) == 16 && main.param<int32_t>("N", me) == 577);
@@ -435,9 +435,9 @@ void testScoreEnqueue()
     LaunchRecord const& reduce = gLaunches[1];
     KernelEntry const& re = *selectEntry(table, reduce.variant, 8, 6);
     CHECK(reduce.variant == "score_reduce");
-    CHECK(reduce.grid.x == 9 && reduce.grid.y == 2 && reduce.grid.z == 1 && reduce.block.x == 128);
+    CHECK(reduce.grid.x == 18 && reduce.grid.y == 2 && reduce.grid.z == 1 && reduce.block.x == 128);
     CHECK(reduce.param<void*>("partial_ptr", re) == fakePtr(0x40000) && reduce.param<void*>("out_ptr", re) == outputs[0]);
-    CHECK(reduce.param<int32_t>("R", re) == 3 * 16 * 37 && reduce.param<int32_t>("N", re) == 577);
+    CHECK(reduce.param<int32_t>("R", re) == 3 * 16 * 10 && reduce.param<int32_t>("N", re) == 577);
     CHECK(reduce.param<float>("count", re) == 3.0f * 16 * 577);
 
     gLaunchStatus = cudaErrorLaunchFailure; // a failed launch: -1 and a logged CUDA error

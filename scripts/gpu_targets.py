@@ -1,0 +1,84 @@
+"""The performance targets of issue 15, judged from the result files one run wrote.
+
+    python scripts/gpu_targets.py FILE.json ...     (scripts/gpu_perf.sh passes the files its run wrote)
+
+Reads what `scripts/gpu_check_kernels.py` (kernels-*.json) and `hivtp bench` (e2e-*, e2e-compile-*,
+vision-*.json) wrote, prints one line per target (measured value, target, met or not) and writes
+results/gpu/targets-<device>-<date>.json. Targets:
+- score + select + gather < 1% of the encoder (with hidden states), at every batch of the kernel check;
+- TTFT <= 1.05 x bound (vision + LLM prefill alone at the pruned length) in every e2e row;
+- LLaVA-1.5 paper mode TTFT at least 40% below full at batch 1 with --compile;
+- hivtp vision path <= 1.02 x the floor (the CPU target; reported for any device).
+Exits 1 when a file is missing or unreadable; a missed target is reported, not an error.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import sys
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[1]
+
+TTFT_TARGET, SPEEDUP_TARGET, SHARE_TARGET, FLOOR_TARGET = 1.05, 0.40, 1.0, 1.02
+
+
+def judge(name: str, value: float, target: str, ok: bool, source: Path) -> dict[str, Any]:
+    return {"target": name, "value": round(value, 4), "goal": target, "met": bool(ok), "source": source.name}
+
+
+def targets_of(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
+    """Every target one result file bears on."""
+    found = []
+    if "timing" in record:  # scripts/gpu_check_kernels.py
+        for row in record["timing"]:
+            found.append(judge(f"score + select < 1% of encoder, B={row['batch']}", row["overhead_pct"],
+                               f"< {SHARE_TARGET}%", row["overhead_pct"] < SHARE_TARGET, path))
+    stage = record.get("stage")
+    if stage == "e2e":
+        rows = record["rows"]
+        mode = "compiled" if record.get("compile") else "eager"
+        for row in rows:
+            found.append(judge(f"TTFT/bound {record['model']} {mode} {row['config']} B={row['batch']}",
+                               row["ttft_over_bound"], f"<= {TTFT_TARGET}", row["ttft_over_bound"] <= TTFT_TARGET, path))
+        ttft = {(r["config"], r["batch"]): r["ttft"]["median_ms"] for r in rows}
+        if record.get("compile") and record["model"] == "llava-1.5-7b" and {("full", 1), ("paper", 1)} <= set(ttft):
+            saved = 1 - ttft[("paper", 1)] / ttft[("full", 1)]
+            found.append(judge("LLaVA-1.5 paper TTFT below full, B=1, --compile", saved,
+                               f">= {SPEEDUP_TARGET:.0%}", saved >= SPEEDUP_TARGET, path))
+    if stage == "vision":
+        for row in record["rows"]:
+            found.append(judge(f"hivtp/floor vision {record['model']} B={row['batch']} ({record['device']})",
+                               row["hivtp_over_floor"], f"<= {FLOOR_TARGET}", row["meets_target"], path))
+    return found
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print("gpu_targets.py: pass the result files (JSON) of one run")
+        return 2
+    from hivtp.timing import write_json
+
+    results, meta = [], {}
+    for name in argv:
+        path = Path(name)
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, ValueError) as err:
+            print(f"gpu_targets.py: cannot read {path}: {err}")
+            return 1
+        meta = meta or {key: record.get(key) for key in ("device", "date_utc", "commit", "torch", "transformers")}
+        results += targets_of(path, record)
+    width = max((len(r["target"]) for r in results), default=10)
+    for r in results:
+        print(f"{r['target']:<{width}}  {r['value']:>9.4f}  {r['goal']:>8}  {'met' if r['met'] else 'MISSED'}")
+    device = re.sub(r"[^A-Za-z0-9]+", "-", str(meta.get("device"))).strip("-").lower()
+    out = REPO / "results" / "gpu" / f"targets-{device}-{str(meta.get('date_utc'))[:10]}.json"
+    print(write_json(out, {**meta, "targets": results}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
