@@ -32,18 +32,17 @@ from hivtp.timing import Stats, measure, run_metadata, write_json
 KERNEL_SHARE_TARGET = 0.01  # kernel time < 1% of the encoder's
 
 
-LLAVA_FEATURE_LAYER = -2  # vision_feature_layer of every LLaVA-1.5 / NeXT preset and shipped model
-
-
-def vision_tower(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
-    """The CLIP tower alone for --random-init (7B presets fit a CPU: the tower is 0.3B), else the checkpoint's."""
+def vision_tower(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str, Any]:
+    """The CLIP tower alone for --random-init (7B presets fit a CPU: the tower is 0.3B), else the checkpoint's;
+    with its label and the LLaVA config's vision_feature_layer (relative score layers sit below it)."""
     if args.model:
         model, _ = load_llava(args.model, dtype=dtype, device=str(device))
-        return model.model.vision_tower, args.model.name
+        return model.model.vision_tower, args.model.name, model.config.vision_feature_layer
     tokenizer = tiny_tokenizer()
     config = preset_config(args.random_init, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
     torch.manual_seed(0)
-    return build_on(device, dtype, lambda: CLIPVisionModel(config.vision_config)).eval(), args.random_init
+    tower = build_on(device, dtype, lambda: CLIPVisionModel(config.vision_config)).eval()
+    return tower, args.random_init, config.vision_feature_layer
 
 
 def op_inputs(stage: str, vision_config: Any, config: HIVTPConfig, batch: int, device: torch.device, dtype: torch.dtype):
@@ -84,14 +83,14 @@ def op_row(stage: str, impl: str, batch: int, stats: Stats, encoder: Stats, unit
 
 
 def run_kernels(args: argparse.Namespace) -> None:
-
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     config = config_from(args)
     check_sizes(source_config(args), config, args.batch or (1, 8, 32), 1, device, dtype)
-    tower, label = vision_tower(args, device, dtype)
+    tower, label, model_feature_layer = vision_tower(args, device, dtype)
     vision_config = tower.config
-    config = config.for_tower(vision_config.num_hidden_layers, LLAVA_FEATURE_LAYER)
+    feature_layer = config.resolve_feature_layer(model_feature_layer, vision_config.num_hidden_layers + 1)
+    config = config.for_tower(vision_config.num_hidden_layers, feature_layer)
     timed: dict[str, Any] = dict(device=device, warmup=args.warmup, repeats=args.repeats)
     rows = []
     for batch in tqdm(args.batch or (1, 8, 32), desc=f"{args.stage} batches", unit="batch"):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import datetime
 import json
+import functools
 import math
 import os
 import platform
@@ -19,7 +20,7 @@ import statistics
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,6 +41,32 @@ def summarize(samples_ms: list[float]) -> Stats:
     return Stats(median_ms=statistics.median(ordered), p90_ms=p90, repeats=len(ordered))
 
 
+def _time_calls(calls: Iterable[Callable[[], Any]], device: torch.device) -> tuple[list[float], list[float] | None]:
+    """Time each call in turn -> (wall ms per call, CPU ms per call or None on CUDA), in call order.
+
+    CUDA: each call between two events, one host sync after the last, so the timer adds no sync inside a
+    timed region. CPU: wall time and the process's CPU time (all threads). Whatever the iterable does to
+    produce the next call (e.g. a setup) happens outside the timed region.
+    """
+    if device.type == "cuda":
+        events = []
+        for fn in calls:
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            fn()
+            end.record()
+            events.append((start, end))
+        torch.cuda.synchronize(device)
+        return [start.elapsed_time(end) for start, end in events], None
+    wall, cpu = [], []
+    for fn in calls:
+        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
+        fn()
+        wall.append((time.perf_counter_ns() - t0) / 1e6)
+        cpu.append((time.process_time_ns() - c0) / 1e6)
+    return wall, cpu
+
+
 def measure(
     fn: Callable[[Any], Any],
     device: torch.device,
@@ -52,24 +79,8 @@ def measure(
         raise ValueError(f"need repeats > 0 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
     for _ in range(warmup):
         fn(setup())
-    if device.type == "cuda":
-        events = []
-        for _ in range(repeats):
-            state = setup()
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fn(state)
-            end.record()
-            events.append((start, end))
-        torch.cuda.synchronize(device)
-        return summarize([start.elapsed_time(end) for start, end in events])
-    samples = []
-    for _ in range(repeats):
-        state = setup()
-        t0 = time.perf_counter_ns()
-        fn(state)
-        samples.append((time.perf_counter_ns() - t0) / 1e6)
-    return summarize(samples)
+    wall, _ = _time_calls((functools.partial(fn, setup()) for _ in range(repeats)), device)  # setup() as each call is drawn
+    return summarize(wall)
 
 
 class Interleaved(NamedTuple):
@@ -95,26 +106,15 @@ def measure_interleaved(
         for name in names:
             fns[name]()
     order = [names[(r + i) % len(names)] for r in range(rounds) for i in range(len(names))]
-    wall: dict[str, list[float]] = {name: [] for name in names}
-    if device.type == "cuda":
-        events = []
-        for name in order:
-            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-            start.record()
-            fns[name]()
-            end.record()
-            events.append((name, start, end))
-        torch.cuda.synchronize(device)
-        for name, start, end in events:
-            wall[name].append(start.elapsed_time(end))
-        return Interleaved(wall, None)
-    cpu: dict[str, list[float]] = {name: [] for name in names}
-    for name in order:
-        t0, c0 = time.perf_counter_ns(), time.process_time_ns()
-        fns[name]()
-        wall[name].append((time.perf_counter_ns() - t0) / 1e6)
-        cpu[name].append((time.process_time_ns() - c0) / 1e6)
-    return Interleaved(wall, cpu)
+    wall_ms, cpu_ms = _time_calls((fns[name] for name in order), device)
+
+    def by_path(samples: list[float]) -> dict[str, list[float]]:
+        grouped: dict[str, list[float]] = {name: [] for name in names}
+        for name, ms in zip(order, samples):
+            grouped[name].append(ms)
+        return grouped
+
+    return Interleaved(by_path(wall_ms), None if cpu_ms is None else by_path(cpu_ms))
 
 
 def reset_peak_memory(device: torch.device) -> None:

@@ -24,6 +24,11 @@ import torch
 from transformers import StaticCache
 
 
+def stack_tokens(steps: list[torch.Tensor], first: torch.Tensor) -> torch.Tensor:
+    """Greedy decode steps, [B] each -> [B, steps]; [B, 0] when none ran (`first` [B] gives B, dtype and device)."""
+    return torch.stack(steps, dim=1) if steps else first.new_empty(first.shape[0], 0)
+
+
 class CudaGraphed:
     """fn(*tensors, **static) replayed as a CUDA graph, one capture per tensor shapes and dtypes.
 
@@ -147,6 +152,4 @@ class CompiledLM:
             generated.append(token)
             if on_step is not None and on_step(token):
                 break
-        if not generated:
-            return first.new_empty(first.shape[0], 0)
-        return torch.stack(generated, dim=1)  # [B, new_tokens]
+        return stack_tokens(generated, first)  # [B, new_tokens]

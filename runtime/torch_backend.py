@@ -26,7 +26,7 @@ from transformers import LlavaNextForConditionalGeneration
 
 from hivtp.config import HIVTPConfig
 from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult, prepare_batch
-from hivtp.runtime.compiled import CompiledLM, CudaGraphed
+from hivtp.runtime.compiled import CompiledLM, CudaGraphed, stack_tokens
 from hivtp.runtime.hf import PruneOps, check_model, default_ops, prune_inputs, select_and_project
 from hivtp.runtime.layout import pad_id_of, prune_sequence
 
@@ -81,7 +81,8 @@ class TorchBackend:
         self.lm = compiled
         self.stock_graph = None
         if compiled is not None and model.device.type == "cuda":
-            self.ops = replace(ops or default_ops(model.device), vision_step=graphed_vision_step(ops or default_ops(model.device)))
+            eager = ops or default_ops(model.device)
+            self.ops = replace(eager, vision_step=graphed_vision_step(eager))
             if not isinstance(model, LlavaNextForConditionalGeneration):
                 self.stock_graph = CudaGraphed(lambda pixel_values: stock_image_features(model, pixel_values, None))
 
@@ -159,6 +160,4 @@ class TorchBackend:
             generated.append(token)
             if on_step is not None and on_step(token):
                 break
-        if not generated:
-            return token.new_empty(token.shape[0], 0)
-        return torch.stack(generated, dim=1)  # [B, new_tokens]
+        return stack_tokens(generated, token)  # [B, new_tokens]
