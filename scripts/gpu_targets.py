@@ -20,9 +20,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
-REPO = Path(__file__).resolve().parents[1]
+from hivtp.bench_e2e import TTFT_TARGET
+from hivtp.bench_vision import FLOOR_TARGET
+from hivtp.timing import write_json
 
-TTFT_TARGET, SPEEDUP_TARGET, SHARE_TARGET, FLOOR_TARGET = 1.05, 0.40, 1.0, 1.02
+REPO = Path(__file__).resolve().parents[1]
+SPEEDUP_TARGET = 0.40  # LLaVA-1.5 paper mode TTFT at least 40% below full, batch 1, --compile
+# every other target is judged where it is measured (each row's meets_target); the goals here only label it
 
 
 def judge(name: str, value: float, target: str, ok: bool, source: Path) -> dict[str, Any]:
@@ -35,14 +39,14 @@ def targets_of(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     if "timing" in record:  # scripts/gpu_check_kernels.py
         for row in record["timing"]:
             found.append(judge(f"score + select < 1% of encoder, B={row['batch']}", row["overhead_pct"],
-                               f"< {SHARE_TARGET}%", row["overhead_pct"] < SHARE_TARGET, path))
+                               "< 1%", row["meets_target"], path))
     stage = record.get("stage")
     if stage == "e2e":
         rows = record["rows"]
         mode = "compiled" if record.get("compile") else "eager"
         for row in rows:
             found.append(judge(f"TTFT/bound {record['model']} {mode} {row['config']} B={row['batch']}",
-                               row["ttft_over_bound"], f"<= {TTFT_TARGET}", row["ttft_over_bound"] <= TTFT_TARGET, path))
+                               row["ttft_over_bound"], f"<= {TTFT_TARGET}", row["meets_target"], path))
         ttft = {(r["config"], r["batch"]): r["ttft"]["median_ms"] for r in rows}
         if record.get("compile") and record["model"] == "llava-1.5-7b" and {("full", 1), ("paper", 1)} <= set(ttft):
             saved = 1 - ttft[("paper", 1)] / ttft[("full", 1)]
@@ -59,8 +63,6 @@ def main(argv: list[str]) -> int:
     if not argv:
         print("gpu_targets.py: pass the result files (JSON) of one run")
         return 2
-    from hivtp.timing import write_json
-
     results, meta = [], {}
     for name in argv:
         path = Path(name)
