@@ -30,7 +30,7 @@ def stack_tokens(steps: list[torch.Tensor], first: torch.Tensor) -> torch.Tensor
 
 
 class CudaGraphed:
-    """fn(*tensors, **static) replayed as a CUDA graph, one capture per tensor shapes and dtypes.
+    """fn(*tensors) replayed as a CUDA graph, one capture per tensor shapes, dtypes and devices.
 
     Inputs are copied into the graph's own buffers; outputs are the graph's buffers, overwritten by
     the next replay of the same shapes: use (or copy) them before calling again.
