@@ -16,7 +16,8 @@ POSITIONS = ("renumbered", "original")  # position ids of a pruned sequence: dep
 PAPER_SCORE_LAYERS, PAPER_DEPTH = (6, 7, 8), 24  # the paper's score layers, in CLIP ViT-L's 24 layers
 
 
-def _is_int(value: Any) -> bool:
+def is_int(value: Any) -> bool:
+    """An int that is not a bool (True is an int to Python, never a count or a layer here)."""
     return isinstance(value, int) and not isinstance(value, bool)
 
 
@@ -30,9 +31,9 @@ def relative_score_layers(num_layers: int, feature_layer: int | list[int]) -> tu
     shallow for any such layer score with the layer just before that one (layer 0 at least).
     24 layers -> 6, 7, 8; 10 -> 2, 3, 4; 12 -> 3, 4, 5; 32 -> 8, 9, 10; 48 -> 12, 13, 14; 4 -> 1.
     """
-    if not _is_int(num_layers) or num_layers <= 0:
+    if not is_int(num_layers) or num_layers <= 0:
         raise ValueError(f"a vision tower needs at least one layer, got {num_layers!r}")
-    hidden = [feature_layer] if _is_int(feature_layer) else list(feature_layer)
+    hidden = [feature_layer] if is_int(feature_layer) else list(feature_layer)
     producer = min(h % (num_layers + 1) for h in hidden) - 1  # encoder layer whose output is the feature layer
     start = PAPER_SCORE_LAYERS[0] * num_layers // PAPER_DEPTH
     layers = tuple(x for x in range(start, start + len(PAPER_SCORE_LAYERS)) if x < min(producer, num_layers))
@@ -71,25 +72,25 @@ class HIVTPConfig:
         if isinstance(layers, str):
             if layers != RELATIVE:
                 raise ValueError(f"score_layers must be {RELATIVE!r} or a tuple of layer indices, got {layers!r}")
-        elif not isinstance(layers, (tuple, list)) or not layers or not all(_is_int(x) and x >= 0 for x in layers):
+        elif not isinstance(layers, (tuple, list)) or not layers or not all(is_int(x) and x >= 0 for x in layers):
             raise ValueError(f"score_layers must be {RELATIVE!r} or a non-empty tuple of layer indices >= 0, got {layers!r}")
         elif len(set(layers)) != len(layers):
             raise ValueError(f"score_layers must not repeat a layer, got {layers!r}")
         else:
             object.__setattr__(self, "score_layers", tuple(layers))
         regions = self.regions
-        if not isinstance(regions, (tuple, list)) or len(regions) != 2 or not all(_is_int(x) and x > 0 for x in regions):
+        if not isinstance(regions, (tuple, list)) or len(regions) != 2 or not all(is_int(x) and x > 0 for x in regions):
             raise ValueError(f"regions must be two positive ints (rows, cols), got {regions!r}")
         object.__setattr__(self, "regions", tuple(regions))
         ratio = self.global_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise ValueError(f"global_ratio must be a number in [0, 1], got {ratio!r}")
         object.__setattr__(self, "global_ratio", float(ratio))
-        if not _is_int(self.window) or self.window <= 0:
+        if not is_int(self.window) or self.window <= 0:
             raise ValueError(f"window must be a positive int, got {self.window!r}")
-        if self.budget is not None and (not _is_int(self.budget) or self.budget <= 0):
+        if self.budget is not None and (not is_int(self.budget) or self.budget <= 0):
             raise ValueError(f"budget must be a positive int or None, got {self.budget!r}")
-        if self.feature_layer is not None and not _is_int(self.feature_layer):
+        if self.feature_layer is not None and not is_int(self.feature_layer):
             raise ValueError(f"feature_layer must be an int or None, got {self.feature_layer!r}")
         if self.positions not in POSITIONS:
             raise ValueError(f"positions must be one of {POSITIONS}, got {self.positions!r}")

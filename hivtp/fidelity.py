@@ -186,7 +186,7 @@ def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
     images = [load_image(p) for p in paths]
     directory = Path(args.model) if args.model else shipped_model("llava")
     model, processor = load_llava(directory, device=args.device, hivtp_config=base)
-    budgets = args.budgets or ((base.budget,) if base.budget else MODEL_TYPE_BUDGETS[model.config.model_type])
+    budgets = args.budgets or MODEL_TYPE_BUDGETS[model.config.model_type]  # --budget K arrives as budgets (K,)
     configs = [replace(base, budget=k) for k in budgets]
     generator = torch.Generator().manual_seed(args.seed)
     per_image = [{"image": str(path), **compare_image(model, processor, image, args.prompt, configs, args.max_new_tokens, generator)}
@@ -197,7 +197,6 @@ def run_agreement(args: argparse.Namespace, base: HIVTPConfig) -> None:
     for row in rows:
         print(f"{row['budget']:>7} {row['method']:<8} {row['same_answer_rate']:>12.1%} {row['mean_first_token_kl']:>15.4f}")
     meta = run_metadata(model.device)
-    out = args.out
-    write_json(out, {**meta, "model": directory.name, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
+    write_json(args.out, {**meta, "model": directory.name, "prompt": args.prompt, "max_new_tokens": args.max_new_tokens,
                      "seed": args.seed, "hivtp": base.to_dict(), "rows": rows, "per_image": per_image})
-    print(f"wrote {out}")
+    print(f"wrote {args.out}")

@@ -30,7 +30,7 @@ import torch
 from PIL import Image
 from tqdm import tqdm
 
-from hivtp.config import PAPER_SCORE_LAYERS, RELATIVE, HIVTPConfig
+from hivtp.config import PAPER_SCORE_LAYERS, POSITIONS, RELATIVE, HIVTPConfig
 from hivtp.fidelity import METHODS, Predictions, accuracy, encode, method_setup, predict, with_counts
 from hivtp.runtime.hf import PruneOps, Scorer, apply, default_ops, patch_grid, select_and_project
 from hivtp.runtime.layout import crops_per_image, flatten_crops
@@ -38,7 +38,6 @@ from hivtp.shapes import CELL, KINDS, SIDE, Sample, Thing, held_out
 from hivtp.timing import run_metadata, save_figure, write_json
 
 BUDGETS = (32, 16, 8, 4)  # of 64 patches per image / crop: 50, 25, 12.5 and 6.25 %
-POSITIONS = ("renumbered", "original")  # the deployed layout first: rows need it, the ablation is optional
 Z95 = 1.959964  # two-sided 95% normal quantile
 Selection = list[tuple[torch.Tensor, torch.Tensor]]  # per batch: indices [C, Kmax] (-1 padded), counts [C]
 
@@ -264,7 +263,7 @@ def shapes_rows(model: Any, processor: Any, label: str, samples: list[Sample], b
                **subject_metrics(samples, kept_sets(batches, selection), views), "original_positions": None}
         for layout in positions:
             predictions = replayed(model, processor, batches, selection, layout)
-            if layout == "renumbered":
+            if layout == POSITIONS[0]:  # the deployed layout
                 row.update(tokens_kept=predictions.visual_tokens, **scored(samples, predictions.answers))
             else:
                 row["original_positions"] = scored(samples, predictions.answers)

@@ -5,7 +5,6 @@ list `hivtp fidelity` starts with), each with its scene as an inline PNG, so lmm
 Needs `datasets` (pip install -e ".[lmms]"); tests/test_lmms_eval.py checks the file against hivtp.shapes.
 """
 
-from pathlib import Path
 
 from datasets import Dataset, Features, Image, Value
 

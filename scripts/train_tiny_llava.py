@@ -65,11 +65,11 @@ from torch import nn
 
 from hivtp.config import HIVTPConfig
 from hivtp.demo import tiny_config, tiny_processor, tiny_tokenizer
-from hivtp.fidelity import accuracy, encode, predict
+from hivtp.fidelity import accuracy, baseline_indices, encode, predict, with_counts
 from hivtp.fidelity_shapes import no_scores
 from hivtp.generate import build_prompt
 from hivtp.loading import MODEL_CLASSES, checkpoint_type
-from hivtp.runtime.hf import PruneOps, apply
+from hivtp.runtime.hf import PruneOps, apply, patch_grid
 from hivtp.shapes import CELL, COLOURS, HELD_OUT_SEED, KINDS, SHAPES, SIDE, held_out, sample
 from hivtp.timing import git_commit
 
@@ -188,28 +188,19 @@ def drop_budget(generator: torch.Generator, patches: int, full_share: float) -> 
     return patches if full < full_share else round(math.exp(math.log(2) + u * (math.log(patches) - math.log(2))))
 
 
-class RandomDrop:
-    """A `Selector` keeping `budget` patches of every image / crop, drawn uniformly (ascending)."""
-
-    def __init__(self, budget: int, generator: torch.Generator) -> None:
-        self.budget, self.generator = budget, generator
-
-    def __call__(self, scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
-        C, P = scores.shape
-        k = min(self.budget, P)
-        indices = torch.stack([torch.randperm(P, generator=self.generator)[:k].sort().values for _ in range(C)])  # [C, k]
-        return indices, torch.full((C,), k, dtype=torch.int64)
-
-
 def random_drop_model(model, args: argparse.Namespace, step: int):
     """The model wrapped so that its forward sees its images randomly pruned, in the deployed layout.
 
     One budget per step (per crop for NeXT): every row then has the same length, so no row pays
     for another's padding."""
     generator = torch.Generator().manual_seed((args.seed * 10 + 3) * 10**7 + step)
-    vision = model.config.vision_config
-    budget = drop_budget(generator, (vision.image_size // vision.patch_size) ** 2, args.drop_full)
-    return apply(model, HIVTPConfig(score_layers=(0,)), PruneOps(score=no_scores, select=RandomDrop(budget, generator)))
+    budget = drop_budget(generator, math.prod(patch_grid(model.config.vision_config)), args.drop_full)
+
+    def random_drop(scores: torch.Tensor, grid: tuple[int, int], config: HIVTPConfig) -> tuple[torch.Tensor, torch.Tensor]:
+        """A `Selector` keeping `budget` patches of every image / crop, drawn uniformly (ascending)."""
+        return with_counts(baseline_indices("random", *scores.shape, budget, generator))  # [C, k], [C]
+
+    return apply(model, HIVTPConfig(score_layers=(0,)), PruneOps(score=no_scores, select=random_drop))
 
 
 def lr_at(step: int, steps: int, peak: float, warmup: int = 100) -> float:
@@ -306,9 +297,6 @@ def train(args: argparse.Namespace) -> None:
                 out = dropped(**inputs)
                 loss = out.loss
                 running.setdefault("visual_tokens", []).append(float(dropped.last_pruned.kept_tokens.float().mean()))
-                guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
-                for s, g, a in zip(samples, guess.tolist(), inputs["input_ids"][:, -2].tolist()):
-                    running.setdefault(s.kind, []).append(float(g == a))
             else:
                 inputs = question_batch(processor, samples)
                 out = model(**inputs, output_hidden_states=args.token_loss > 0)
@@ -325,6 +313,7 @@ def train(args: argparse.Namespace) -> None:
                     answer = subject_answer_loss(out.logits, image_tokens, targets[0] * single, inputs["input_ids"][:, -2])
                     running.setdefault("answer_loss", []).append(answer.item())
                     loss = loss + args.answer_loss * answer
+            if stage >= 2:
                 guess = out.logits[:, -3].argmax(-1)  # the position that predicts the answer word
                 for s, g, a in zip(samples, guess.tolist(), inputs["input_ids"][:, -2].tolist()):
                     running.setdefault(s.kind, []).append(float(g == a))

@@ -11,12 +11,13 @@ from hivtp.outputs import output_file
 MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
 DEFAULT_PROMPT = "what is in the picture ?"
 DEFAULT_MAX_NEW_TOKENS = 16
+DEFAULT_QUESTIONS = 500
 
 
 def add_parser(commands: Any) -> None:
     parser = commands.add_parser("fidelity", help="accuracy kept by HIVTP and baselines at equal token counts")
     parser.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
-    parser.add_argument("--questions", type=positive_int, help=f"held-out shapes questions, shapes mode (default: 500, at most {MAX_QUESTIONS})")
+    parser.add_argument("--questions", type=positive_int, help=f"held-out shapes questions, shapes mode (default: {DEFAULT_QUESTIONS}, at most {MAX_QUESTIONS})")
     parser.add_argument("--images", type=path, help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
     parser.add_argument("--prompt", help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--budgets", type=comma_ints,
@@ -63,6 +64,6 @@ def run(args: argparse.Namespace) -> None:
     else:
         from hivtp.fidelity_shapes import run_shapes
 
-        args.questions = args.questions or 500
+        args.questions = args.questions or DEFAULT_QUESTIONS
         args.positions = args.positions or "both"
         run_shapes(args, base)

@@ -32,7 +32,6 @@ class HIVTPPruning:
         # one process passes it to from_pretrained, which refuses it. Load straight onto the device.
         llava_args.setdefault("device_map", "" if PartialState().num_processes > 1 else llava_args["device"])
         super().__init__(**llava_args)
-        self.hivtp_config = config
         model = self.model  # unwrapped from DDP when lmms-eval runs data parallel
         config.check_encoder(model.config.vision_config.num_hidden_layers)
         self._model = EvalModel(model, config)

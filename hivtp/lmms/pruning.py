@@ -9,7 +9,7 @@ from typing import Any, Callable
 
 import torch
 
-from hivtp.config import RELATIVE, HIVTPConfig
+from hivtp.config import RELATIVE, HIVTPConfig, is_int
 from hivtp.runtime.hf import HIVTPModel
 
 PAPER_MODE = ("none", "paper")  # budget=none / budget=paper: the paper's ratio / window mode
@@ -24,13 +24,17 @@ def _whole(value: Any) -> Any:
     return int(value) if isinstance(value, float) and value.is_integer() else value
 
 
+def _integer(name: str, value: Any, alternatives: str = "") -> int:
+    value = _whole(value)
+    if is_int(value):
+        return value  # HIVTPConfig refuses <= 0
+    raise ValueError(f"{name}: expected a positive integer{alternatives}, got {value!r}")
+
+
 def _budget(value: Any) -> int | None:
     if isinstance(value, str) and value.strip().lower() in PAPER_MODE:
         return None
-    value = _whole(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return value  # HIVTPConfig refuses <= 0
-    raise ValueError(f"budget: expected a positive integer, or {' / '.join(PAPER_MODE)} for paper mode, got {value!r}")
+    return _integer("budget", value, f", or {' / '.join(PAPER_MODE)} for paper mode")
 
 
 def _numbers(separators: str) -> Callable[[Any], tuple[int | float, ...]]:
@@ -58,10 +62,7 @@ def _ratio(value: Any) -> float:
 
 
 def _window(value: Any) -> int:
-    value = _whole(value)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ValueError(f"window: expected a positive integer, got {value!r}")
-    return value
+    return _integer("window", value)
 
 
 def _score_layers(value: Any) -> Any:
