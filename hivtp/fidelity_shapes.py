@@ -156,7 +156,8 @@ def tower_scores(model: Any, batches: list[Batch], config: HIVTPConfig, score: S
 def tower_selection(model: Any, batches: list[Batch], config: HIVTPConfig, ops: PruneOps | None,
                     cache: dict[Any, Scores]) -> Selection:
     """Every view's kept patches from the vision tower alone (the decoder never runs). One tower pass per
-    scorer and score layers: every budget, and every method that ignores the scores, reuses it."""
+    scorer and score layers: every budget, and every method that ignores the scores, reuses it (on CUDA
+    HIVTP's Triton scorer and the baselines' reference scorer are two keys, so two passes)."""
     ops = ops or default_ops(model.device)
     key = (layers_label(model, config), ops.score)
     if key not in cache:
