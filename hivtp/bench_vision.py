@@ -141,7 +141,7 @@ def run_vision(args: argparse.Namespace) -> None:
     ops = prune_ops(args.ops, device)
     model, processor, label = vision_model(args, device, dtype)
     check_model(model)
-    image = bench_image(args.image, model)
+    image = bench_image(args.image, hf_config)
     rows = [{"config": config.mode, **measure_batch(model, processor, image, batch, config, ops, args, device)}
             for batch in tqdm(args.batch or VISION_BATCHES, desc="vision batches", unit="batch")]
     meta = run_metadata(device)
