@@ -11,13 +11,12 @@ batch profile. What it does not: TensorRT 10.14 itself, GPU execution, or the en
     python -m hivtp.build.rtx_check --models clip-l       # a CLIP-L/14-336 tower (random weights)
 
 Prints one row per engine (export and build seconds, ONNX and engine MB) and writes the same rows
-as JSON (device, date, commit, versions) to results/build/ (or --json).
+as JSON (device, date, commit, versions) to --json, else a new file in the per-user results folder.
 """
 
 from __future__ import annotations
 
 import importlib
-import json
 import platform
 import sys
 import tempfile
@@ -34,6 +33,7 @@ import torch
 from hivtp.build.export import export_vision
 from hivtp.build.tensorrt_engine import build_vision_engine
 from hivtp.config import HIVTPConfig
+from hivtp.timing import git_commit, write_json
 
 MODELS = ("llava", "llava_next", "clip-l")
 MODES = {"paper": HIVTPConfig(), "budget": HIVTPConfig(budget=16)}
@@ -104,8 +104,7 @@ def build_one(
                        round(built_at - exported_at, 2), round(onnx_bytes / 1e6, 2), round(size / 1e6, 2))
 
 
-def build_all(models: Sequence[str], dtype: torch.dtype, max_batch: int, directory: Path) -> list[BuiltEngine]:
-    rtx = tensorrt_rtx()
+def build_all(rtx: ModuleType, models: Sequence[str], dtype: torch.dtype, max_batch: int, directory: Path) -> list[BuiltEngine]:
     rows = []
     for name in models:
         model = load_model(name)
@@ -123,44 +122,37 @@ def _row(r: BuiltEngine) -> str:
 
 
 def provenance(rtx: ModuleType) -> dict[str, Any]:
-    import subprocess
-
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
-                            cwd=Path(__file__).resolve().parent)
     return {
         "device": f"CPU only ({platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads)",
         "date": datetime.now(timezone.utc).date().isoformat(),
-        "commit": commit.stdout.strip() or None,
+        "commit": git_commit(),
         "tensorrt_rtx": rtx.__version__,
         "torch": torch.__version__,
     }
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    from hivtp.args import OneLineParser
+    from hivtp.args import OneLineParser, path, positive_int
+    from hivtp.outputs import output_file
 
     parser = OneLineParser(prog="python -m hivtp.build.rtx_check", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="llava,llava_next", help=f"comma-separated, of {', '.join(MODELS)}")
     parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="engine precision (strongly typed)")
-    parser.add_argument("--max-batch", type=int, default=8, help="the profile's max batch (min 1, opt max_batch // 2)")
-    parser.add_argument("--json", help="output JSON path (default: results/build/tensorrt-rtx-<date>.json)")
+    parser.add_argument("--max-batch", type=positive_int, default=8, help="the profile's max batch (min 1, opt max_batch // 2)")
+    parser.add_argument("--json", type=path,
+                        help="output JSON path (default: a new file in the per-user results folder; the committed one: results/build/)")
     args = parser.parse_args(argv)
     models = args.models.split(",")
     unknown = sorted(set(models) - set(MODELS))
-    if unknown or args.max_batch < 1:
-        parser.error(f"unknown models {unknown}" if unknown else f"--max-batch must be positive, got {args.max_batch}")
+    if unknown:
+        parser.error(f"unknown models {unknown}")
+    out = output_file(args.json, "--json", ".json", "build", "tensorrt-rtx")
     rtx = tensorrt_rtx()
     print(f"{'model':<11} {'mode':<7} {'dtype':<8} {'batch':>5} {'kmax':>5} {'export s':>9} {'build s':>8} "
           f"{'onnx MB':>8} {'engine MB':>9}")
     with tempfile.TemporaryDirectory(prefix="hivtp-rtx-") as scratch:
-        rows = build_all(models, getattr(torch, args.dtype), args.max_batch, Path(scratch))
-    meta = provenance(rtx)
-    path = Path(args.json or f"results/build/tensorrt-rtx-{meta['date']}.json")
-    from hivtp.timing import write_atomic
-
-    text = json.dumps({**meta, "engines": [asdict(r) for r in rows]}, indent=2) + "\n"
-    write_atomic(path, lambda tmp: tmp.write_text(text))
-    print(f"wrote {path}")
+        rows = build_all(rtx, models, getattr(torch, args.dtype), args.max_batch, Path(scratch))
+    print(f"wrote {write_json(out, {**provenance(rtx), 'engines': [asdict(r) for r in rows]})}")
     return 0
 
 

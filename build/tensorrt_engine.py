@@ -154,7 +154,8 @@ def build_vision_engine(
     # the type the ONNX gives it, so the exported graph decides the precision (BuilderFlag kFP16 / kBF16: "Deprecated
     # in TensorRT 10.12. Superseded by strong typing.", NvInfer.h enum BuilderFlag @v10.14). Except bf16: ONNX
     # opset 18 (the exporter's) has no bf16 Conv, so a bf16 engine is built from the fp32 graph with the BF16 flag.
-    strongly_typed = dtype != "bfloat16"
+    graph = onnx_dtype(dtype)
+    strongly_typed = graph == dtype
     flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
     network = builder.create_network(flags)  # pyCore.cpp:1901
     parser = trt.OnnxParser(network, logger)  # python/src/parsers/pyOnnx.cpp:188
@@ -166,7 +167,7 @@ def build_vision_engine(
     dims = [image.shape[i] for i in range(len(image.shape))]  # -1 = dynamic
     if len(dims) != 4 or any(d > 0 and d != want for d, want in zip(dims[1:], image_shape)):
         raise ValueError(f"the ONNX input {image.name!r} has shape {dims}, expected [batch, *{list(image_shape)}]")
-    graph_dtype = {"float16": trt.DataType.HALF, "bfloat16": trt.DataType.FLOAT, "float32": trt.DataType.FLOAT}[dtype]
+    graph_dtype = {"float16": trt.DataType.HALF, "float32": trt.DataType.FLOAT}[graph]
     if image.dtype != graph_dtype:  # ITensor.dtype: python/src/infer/pyGraph.cpp:359
         raise ValueError(
             f"{onnx_path} was exported in {image.dtype}, but a {dtype} engine is built from a {graph_dtype} graph "

@@ -43,6 +43,12 @@ class PrunedSequence:
         return torch.where(is_image[..., None], image, text)
 
 
+def hf_position_ids(mask: torch.Tensor) -> torch.Tensor:
+    """[B, T] bool mask (left padding) -> position ids as HF generate numbers them: 0, 1, ... over the
+    real tokens, 1 on padding."""
+    return (mask.long().cumsum(1) - 1).masked_fill(~mask, 1)
+
+
 def original_position_ids(
     sequence: PrunedSequence, attention_mask: torch.Tensor | None, kept_lengths: torch.Tensor, offsets: torch.Tensor
 ) -> torch.Tensor:
@@ -111,7 +117,7 @@ def prune_sequence(
         return out.scatter(1, dest, values)[:, :T]  # [B, T]
 
     new_mask = torch.arange(T, device=device)[None, :] >= (T - new_len)[:, None]  # [B, T]
-    position_ids = (new_mask.long().cumsum(1) - 1).masked_fill(~new_mask, 1)  # [B, T]
+    position_ids = hf_position_ids(new_mask)  # [B, T]
     return PrunedSequence(
         input_ids=scatter(input_ids, pad_token_id),
         attention_mask=new_mask.long(),

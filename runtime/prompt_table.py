@@ -28,6 +28,7 @@ from hivtp.runtime.layout import (
     PrunedSequence,
     crops_per_image,
     flatten_crops,
+    hf_position_ids,
     next_features,
     pad_id_of,
     prune_sequence,
@@ -124,15 +125,15 @@ def prompt_sequence(
     sources = torch.full((B, T), -1, dtype=torch.int64, device=device)  # [B, T]
     offset = 0
     for b, (ids, table) in enumerate(zip(input_ids, tables)):
+        if bool(((ids < 0) | (ids >= vocab_size + table.shape[0])).any()):  # one read, where the ids are (a server: the host)
+            raise ValueError(f"request {b}: ids must be >= 0 and fake ids below vocab_size + {table.shape[0]} table rows")
         ids = ids.to(device, torch.int64)  # [L_b]
         L, fake = len(ids), ids >= vocab_size
-        if bool((ids[fake] - vocab_size >= table.shape[0]).any()) or bool((ids < 0).any()):
-            raise ValueError(f"request {b}: ids must be >= 0 and fake ids below vocab_size + {table.shape[0]} table rows")
         ids_out[b, T - L :] = ids.masked_fill(fake, pad_id)
         rows[b, T - L :] = torch.where(fake, offset + ids - vocab_size, -1)
         sources[b, T - L :] = torch.arange(L, device=device)
         offset += table.shape[0]
     mask = sources >= 0  # [B, T]
-    position_ids = (mask.long().cumsum(1) - 1).masked_fill(~mask, 1)  # HF generate's rule, as prune_sequence
+    position_ids = hf_position_ids(mask)  # [B, T]
     sequence = PrunedSequence(ids_out, mask.long(), position_ids, rows, sources)
     return sequence, torch.cat(tables)
