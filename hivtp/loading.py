@@ -55,17 +55,18 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
-def _decode(source: str | Path | IO[bytes], name: str) -> Image.Image:
+def _decode(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    limit = min(max_pixels, MAX_IMAGE_PIXELS)  # above PIL's own threshold its warning would refuse it anyway
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             with Image.open(source) as image:  # reads the header only
                 width, height = image.size
-                if width * height > MAX_IMAGE_PIXELS:
+                if width * height > limit:
                     raise Image.DecompressionBombError(f"{width} x {height}")
                 return to_rgb(ImageOps.exif_transpose(image))
     except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise ValueError(f"image {name} is too large: more than {MAX_IMAGE_PIXELS:,} pixels") from None
+        raise ValueError(f"image {name} is too large: more than {limit:,} pixels") from None
     except FileNotFoundError:
         raise ValueError(f"image not found: {name}") from None
     except IsADirectoryError:
@@ -82,11 +83,11 @@ def load_image(path: str | Path) -> Image.Image:
     return _decode(path, str(path))
 
 
-def decode_image(data: bytes, name: str = "<bytes>") -> Image.Image:
-    """Encoded image bytes (PNG, JPEG, ...) -> RGB PIL image, with load_image's rules."""
+def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    """Encoded image bytes (PNG, JPEG, ...) -> RGB PIL image, with load_image's rules (a server: its own pixel limit)."""
     if not isinstance(data, (bytes, bytearray, memoryview)) or len(data) == 0:
         raise ValueError(f"image {name}: expected non-empty encoded image bytes")
-    return _decode(io.BytesIO(bytes(data)), name)
+    return _decode(io.BytesIO(bytes(data)), name, max_pixels)
 
 
 # ---- checkpoints -----------------------------------------------------------------------------------

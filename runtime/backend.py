@@ -32,7 +32,7 @@ def prepare_batch(processor: Any, images: list[Image.Image], prompts: list[str],
     if len(images) != len(prompts):
         raise ValueError(f"one image per prompt: got {len(images)} images and {len(prompts)} prompts")
     texts = [build_prompt(processor, prompt) for prompt in prompts]
-    # channels_last: our images are PIL (HWC); left to guess, HF misreads a 1- or 3-pixel-wide image
+    # channels_last: our images are PIL (HWC); left to guess, HF misreads a 1- or 3-pixel-tall image
     batch = processor(images=images, text=texts, return_tensors="pt", padding=True, input_data_format="channels_last")
     return Prepared({name: value.to(device) for name, value in batch.items() if isinstance(value, torch.Tensor)})
 

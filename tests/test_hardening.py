@@ -61,6 +61,21 @@ def test_transparency_is_composited_on_white() -> None:
     assert 120 <= np.asarray(decode_image(encoded(half)))[0, 0, 0] <= 135
 
 
+def test_the_server_decodes_images_as_generate_does() -> None:
+    """`hivtp serve` (Preprocessing) loads request bytes with hivtp.loading's rules, under its own pixel limit."""
+    from hivtp.runtime.triton.models import decode_image as served
+
+    rotated = Image.new("RGB", (40, 20), (255, 0, 0))
+    exif = rotated.getexif()
+    exif[0x0112] = 6
+    for data in (encoded(rotated, "JPEG", exif=exif.tobytes(), quality=95), encoded(Image.new("RGBA", (4, 4), (10, 20, 30, 0))),
+                 encoded(Image.fromarray(np.array([[0, 257 * 64, 65535]], dtype=np.uint16)))):
+        array = np.frombuffer(data, dtype=np.uint8)
+        assert np.array_equal(np.asarray(served(array, 1 << 20, 1 << 20)), np.asarray(decode_image(data)))
+    with pytest.raises(ValueError, match="more than 100 pixels"):
+        served(np.frombuffer(encoded(Image.new("RGB", (20, 20))), dtype=np.uint8), 1 << 20, 100)
+
+
 @pytest.mark.parametrize("mode", ["RGB", "L", "P", "CMYK", "1"])
 def test_plain_modes_match_pil(mode) -> None:
     image = Image.new("RGB", (6, 6), (12, 200, 77)).convert(mode)

@@ -6,6 +6,11 @@ import argparse
 from typing import Any
 
 from hivtp.args import add_config_arguments, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.runtime.triton.repository import ServeOptions  # light (no torch): the defaults are the library's
+from hivtp.runtime.triton.serve import LaunchOptions
+from hivtp.runtime.triton.server import Ports
+
+SERVE, LAUNCH, PORTS = ServeOptions(), LaunchOptions(), Ports()
 
 
 def port(text: str) -> int:
@@ -22,21 +27,23 @@ def add_parser(commands: Any) -> None:
     source.add_argument("--engine", type=path, help="`hivtp build` output: engine flavour (TensorRT vision plan + tensorrtllm backend)")
     parser.add_argument("--repository-only", type=path, metavar="DIR", help="only write the model repository to DIR (for a Triton container)")
     parser.add_argument("--force", action="store_true", help="replace --repository-only DIR if it holds an earlier hivtp repository")
-    parser.add_argument("--host", help="address the server binds (default: 127.0.0.1, loopback)")
-    parser.add_argument("--http-port", type=port, help="HTTP port (default: 8000)")
-    parser.add_argument("--grpc-port", type=port, help="gRPC port (default: 8001)")
-    parser.add_argument("--metrics-port", type=port, help="Prometheus metrics port (default: 8002)")
+    parser.add_argument("--host", help=f"address the server binds (default: {LAUNCH.host}, loopback)")
+    parser.add_argument("--http-port", type=port, help=f"HTTP port (default: {PORTS.http})")
+    parser.add_argument("--grpc-port", type=port, help=f"gRPC port (default: {PORTS.grpc})")
+    parser.add_argument("--metrics-port", type=port, help=f"Prometheus metrics port (default: {PORTS.metrics})")
     parser.add_argument("--gpus", type=comma_ints_or_zero, help="GPU ids for the vision and LLM instances, e.g. 0,1 (default: CPU)")
-    parser.add_argument("--max-tokens-limit", type=positive_int, default=256, help="largest max_tokens a request may ask")
+    parser.add_argument("--max-tokens-limit", type=positive_int, default=SERVE.max_tokens_limit, help="largest max_tokens a request may ask")
     add_server_arguments(parser)
     parser.add_argument("--plugin-lib", type=path, help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
-    parser.add_argument("--start-timeout", type=positive_int, help="seconds to wait for the server to be ready (default: 300)")
+    parser.add_argument("--start-timeout", type=positive_int,
+                        help=f"seconds to wait for the server to be ready (default: {LAUNCH.start_timeout_s:.0f})")
     add_config_arguments(parser)
     parser.set_defaults(run=run)
 
 
 SERVER_DEFAULTS = {  # dest -> (option, default) shared by `hivtp serve` and `hivtp bench --stage serve`
-    "instances": ("--instances", 1), "max_batch": ("--max-batch", 8), "queue_delay_us": ("--queue-delay-us", 2000),
+    "instances": ("--instances", SERVE.instances), "max_batch": ("--max-batch", SERVE.max_batch),
+    "queue_delay_us": ("--queue-delay-us", SERVE.queue_delay_us),
     "tritonserver": ("--tritonserver", None), "python_env": ("--python-env", None),
 }
 
@@ -46,16 +53,17 @@ def add_server_arguments(parser: Any) -> None:
 
     Unset options stay None here (so `bench` can tell given ones from defaults); `fill_server_defaults` fills them.
     """
-    parser.add_argument("--instances", type=positive_int, help="instances of each model, per GPU with --gpus (default: 1)")
-    parser.add_argument("--max-batch", type=positive_int, help="most requests one model execution batches (default: 8)")
-    parser.add_argument("--queue-delay-us", type=non_negative_int, help="how long a request may wait to be batched (default: 2000)")
+    parser.add_argument("--instances", type=positive_int, help=f"instances of each model, per GPU with --gpus (default: {SERVE.instances})")
+    parser.add_argument("--max-batch", type=positive_int, help=f"most requests one model execution batches (default: {SERVE.max_batch})")
+    parser.add_argument("--queue-delay-us", type=non_negative_int,
+                        help=f"how long a request may wait to be batched (default: {SERVE.queue_delay_us})")
     parser.add_argument("--tritonserver", type=path, help="tritonserver binary (default: $HIVTP_TRITONSERVER, PATH, then nvidia-pytriton's)")
     parser.add_argument("--python-env", type=path, help="environment the Python backend runs (default: $HIVTP_SERVE_PYTHON_ENV, else this one)")
 
 
 LAUNCH_DEFAULTS = {  # dest -> (option, default): what only a started server uses
-    "host": ("--host", "127.0.0.1"), "http_port": ("--http-port", 8000), "grpc_port": ("--grpc-port", 8001),
-    "metrics_port": ("--metrics-port", 8002), "start_timeout": ("--start-timeout", 300),
+    "host": ("--host", LAUNCH.host), "http_port": ("--http-port", PORTS.http), "grpc_port": ("--grpc-port", PORTS.grpc),
+    "metrics_port": ("--metrics-port", PORTS.metrics), "start_timeout": ("--start-timeout", int(LAUNCH.start_timeout_s)),
 }
 
 
@@ -91,9 +99,8 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hivtp.demo import shipped_model
-    from hivtp.runtime.triton.repository import ServeOptions, write_repository
-    from hivtp.runtime.triton.serve import LaunchOptions, serve
-    from hivtp.runtime.triton.server import Ports
+    from hivtp.runtime.triton.repository import write_repository
+    from hivtp.runtime.triton.serve import serve
 
     options = ServeOptions(
         model_dir=None if args.engine else (args.model or shipped_model("llava")), engine_dir=args.engine,

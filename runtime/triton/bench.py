@@ -108,10 +108,10 @@ def run_serve_bench(args: argparse.Namespace) -> None:
     from hivtp.args import config_from
     from hivtp.bench import MODEL_TYPE_BUDGETS, PRESET_BUDGETS, output_path
     from hivtp.demo import sample_image_path, shipped_model
-    from hivtp.loading import checkpoint_type, load_image
+    from hivtp.loading import checkpoint_type
     from hivtp.runtime.triton.client import read_image_bytes
     from hivtp.runtime.triton.repository import ServeOptions
-    from hivtp.runtime.triton.serve import LaunchOptions, running_server, serving_env
+    from hivtp.runtime.triton.serve import LaunchOptions, running_server
     from hivtp.runtime.triton.server import free_ports
     from hivtp.timing import run_metadata, save_figure, write_json
 
@@ -119,11 +119,10 @@ def run_serve_bench(args: argparse.Namespace) -> None:
     model_type = checkpoint_type(model_dir)
     budgets = args.budgets or default_budgets(model_dir, MODEL_TYPE_BUDGETS[model_type], PRESET_BUDGETS["tiny"])
     configs = [("full", None, "none"), ("paper", None, "paper")] + [(f"budget-{k}", k, None) for k in budgets]
-    image = read_image_bytes(args.image or sample_image_path())
-    load_image(args.image or sample_image_path())  # one clear line for an unreadable image, before the server starts
+    image = read_image_bytes(args.image or sample_image_path())  # decoded first: one clear line before the server starts
     options = ServeOptions(model_dir=model_dir, instances=args.instances, max_batch=args.max_batch,
                            queue_delay_us=args.queue_delay_us, config=config_from(args))
-    launch = LaunchOptions("127.0.0.1", free_ports("127.0.0.1"), args.tritonserver, args.python_env or serving_env())
+    launch = LaunchOptions("127.0.0.1", free_ports("127.0.0.1"), args.tritonserver, args.python_env)
     meta = run_metadata(torch.device("cpu"))
     rows = []
     with tempfile.TemporaryDirectory(prefix="hivtp-bench-serve-") as work, running_server(options, launch, Path(work)):
@@ -151,8 +150,8 @@ def run_serve_bench(args: argparse.Namespace) -> None:
 
 def default_budgets(model_dir: Path, real: tuple[int, ...], tiny: tuple[int, ...]) -> tuple[int, ...]:
     """The e2e stage's budgets for the model type; the tiny preset's for a tiny grid (8x8: 64 patches)."""
-    import json
+    from hivtp.loading import checkpoint_config
+    from hivtp.runtime.hf import patch_grid
 
-    vision = json.loads((Path(model_dir) / "config.json").read_text())["vision_config"]
-    patches = (vision["image_size"] // vision["patch_size"]) ** 2
+    patches = math.prod(patch_grid(checkpoint_config(model_dir).vision_config))
     return real if max(real) < patches else tiny

@@ -21,10 +21,10 @@ TensorRT and TensorRT-LLM models then stop at their missing backends), and the r
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
+from hivtp.outputs import read_json
 from hivtp.runtime.triton import pbtxt
 from hivtp.runtime.triton.pbtxt import Tensor
 from hivtp.runtime.triton.repository import (
@@ -37,16 +37,14 @@ PLAN_FILE = "model.plan"  # Triton's default model file name for tensorrt_plan m
 
 def engine_facts(engine_dir: Path) -> dict[str, Any]:
     """What the repository needs from a `hivtp build` output (manifest.json), checked to be there."""
-    from hivtp.build.manifest import read_manifest
+    from hivtp.build.manifest import built_engines, read_manifest
 
     manifest = read_manifest(engine_dir)
     build = manifest["build"]
-    if build.get("onnx_only") or not build.get("vision_engine") or not build.get("decoder_engine"):
-        raise ValueError(f"{engine_dir} holds no engines (built with --onnx-only): rebuild it without that flag")
+    plan, decoder = built_engines(engine_dir, manifest)
     if build.get("dtype") != "fp16":
         raise ValueError(f"{engine_dir} was built with --dtype {build.get('dtype')}: the Python backend cannot send "
                          "TYPE_BF16 prompt tables to the tensorrtllm backend; serve fp16 engines")
-    plan, decoder = engine_dir / build["vision_engine"], engine_dir / build["decoder_engine"]
     for path in (plan, decoder):
         if not path.exists():
             raise ValueError(f"{path} is listed in {engine_dir}/manifest.json but missing")
@@ -118,11 +116,11 @@ def model_files(options: ServeOptions) -> dict[str, Path]:
     return {VISION_PLAN: engine_facts(options.engine_dir.resolve())["plan"]}
 
 
-def vocab_size(engine_dir: Path, hf_config: Any) -> int:
+def vocab_size(decoder_dir: Path, hf_config: Any) -> int:
     """The decoder engine's vocab (fake ids start there): its config.json, else the checkpoint's text vocab."""
-    config = Path(engine_dir) / "decoder" / "config.json"
+    config = Path(decoder_dir) / "config.json"
     if config.is_file():
-        return int(json.loads(config.read_text())["pretrained_config"]["vocab_size"])
+        return int(read_json(config, f"{config} is missing")["pretrained_config"]["vocab_size"])
     return int(hf_config.text_config.vocab_size)
 
 

@@ -33,7 +33,7 @@ class TorchLLM(PythonModel):
         live = []
         for sender, x in zip(senders, parsed):
             if isinstance(x, BaseException):
-                sender.send(pb().InferenceResponse(error=self.error(x)), flags=final)
+                sender.send(self.respond(x), flags=final)
             else:
                 live.append((sender, x))
         if live:
@@ -41,7 +41,7 @@ class TorchLLM(PythonModel):
             if isinstance(error, BaseException):
                 for sender, x in live:
                     if not x["done"]:
-                        sender.send(pb().InferenceResponse(error=self.error(error)), flags=final)
+                        sender.send(self.respond(error), flags=final)
         return None
 
     def request(self, x: dict[str, np.ndarray | None]) -> dict[str, Any]:

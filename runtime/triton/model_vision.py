@@ -99,10 +99,7 @@ class TorchVision(VisionModel):
         from hivtp.runtime.torch_backend import TorchBackend
 
         config = None if pruning == NO_PRUNING else replace(self.base, budget=pruning or None)
-        x = dict(inputs)
-        if self.model.config.model_type != "llava_next":
-            x.pop("image_sizes")
-        return TorchBackend(self.model, self.processor, config).vision(Prepared(x))
+        return TorchBackend(self.model, self.processor, config).vision(Prepared(inputs))  # LLaVA-1.5 ignores image_sizes
 
 
 class EngineVision(VisionModel):
@@ -124,7 +121,7 @@ class EngineVision(VisionModel):
         engine_dir = Path(self.params["engine_dir"])
         facts = engine_facts(engine_dir)
         self.hf_config = AutoConfig.from_pretrained(facts["source"])
-        self.vocab_size = vocab_size(engine_dir, self.hf_config)
+        self.vocab_size = vocab_size(facts["decoder"], self.hf_config)
         self.pad_id = pad_id_of(self.hf_config)
         self.built = facts["hivtp_config"].get("budget") or 0
         self.max_batch = int(facts["max_vision_batch"])
@@ -132,8 +129,11 @@ class EngineVision(VisionModel):
         if facts["model_type"] == "llava_next":
             from safetensors.torch import load_file
 
-            self.image_newline = load_file(str(engine_dir / "vision" / "image_newline.safetensors"))["image_newline"]
+            from hivtp.build.manifest import IMAGE_NEWLINE_FILE
+
+            self.image_newline = load_file(str(engine_dir / IMAGE_NEWLINE_FILE))["image_newline"]
         self.run_plan = self.bls_plan
+        self.device = torch.device("cpu")  # BLS takes and gives host arrays, the layout is host work: no round trip
 
     def vision(self, inputs: dict[str, torch.Tensor], pruning: int) -> Any:
         from hivtp.runtime.prompt_table import pruned_layout

@@ -6,14 +6,13 @@ model_vision.py, `TorchLLM` (torch_llm) in model_llm.py, the shared request loop
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from hivtp.runtime.triton.model_base import PythonModel, optional_scalar, pruning_of, text_of, one_line
+from hivtp.runtime.triton.model_base import PythonModel, optional_scalar, pruning_of, text_of
 from hivtp.runtime.triton.model_llm import TorchLLM
 from hivtp.runtime.triton.model_vision import EngineVision, TorchVision
 
@@ -46,7 +45,7 @@ class Preprocessing(PythonModel):
         return [self.respond(self.guarded(lambda r=r: self.preprocess(self.inputs(r, self.FIELDS)))) for r in requests]
 
     def preprocess(self, x: dict[str, np.ndarray | None]) -> dict[str, np.ndarray]:
-        from hivtp.generate import build_prompt
+        from hivtp.runtime.backend import prepare_batch
 
         limits = self.limits
         if x["QUERY"] is None:
@@ -62,7 +61,7 @@ class Preprocessing(PythonModel):
             raise ValueError(f"max_tokens must be in [1, {limits['max_tokens_limit']}], got {max_tokens}")
         pruning = pruning_of(optional_scalar(x["BUDGET"]), optional_scalar(x["PRUNING_MODE"]), limits["default_pruning"])
         image = decode_image(x["IMAGE_BYTES"], limits["max_image_bytes"], limits["max_image_pixels"])
-        batch = self.processor(images=[image], text=[build_prompt(self.processor, prompt)], return_tensors="pt")
+        batch = prepare_batch(self.processor, [image], [prompt], torch.device("cpu")).inputs
         length = batch["input_ids"].shape[1]
         if length + max_tokens > self.max_positions:
             raise ValueError(f"the prompt takes {length} tokens with the image; with max_tokens {max_tokens} that exceeds "
@@ -83,8 +82,9 @@ def _has_generation_config(path: str) -> bool:
 
 
 def decode_image(data: np.ndarray | None, max_bytes: int, max_pixels: int) -> Any:
-    """Encoded image file bytes (PNG, JPEG, ...) -> RGB PIL image, refusing what is not an image or too big."""
-    from PIL import Image, UnidentifiedImageError
+    """Encoded image file bytes (PNG, JPEG, ...) -> RGB PIL image as `hivtp generate` loads it (orientation,
+    transparency, 16-bit range: hivtp.loading), refusing what is not an image or too big."""
+    from hivtp.loading import decode_image as decode
 
     if data is None:
         raise ValueError("image_bytes_input is missing: send the bytes of an image file")
@@ -92,17 +92,7 @@ def decode_image(data: np.ndarray | None, max_bytes: int, max_pixels: int) -> An
         raise ValueError("image_bytes_input is empty: send the bytes of an image file")
     if data.size > max_bytes:
         raise ValueError(f"image_bytes_input has {data.size} bytes, this server takes at most {max_bytes}")
-    try:
-        with Image.open(io.BytesIO(data.tobytes())) as image:
-            if image.width * image.height > max_pixels:
-                raise ValueError(f"the image is {image.width}x{image.height}, this server takes at most {max_pixels} pixels")
-            return image.convert("RGB")
-    except ValueError:
-        raise
-    except UnidentifiedImageError:
-        raise ValueError("image_bytes_input is not an image file PIL can read") from None
-    except Exception as err:  # PIL raises many types for damaged files (OSError, SyntaxError, DecompressionBombError, ...)
-        raise ValueError(f"image_bytes_input is not a readable image: {one_line(err)}") from None
+    return decode(data.tobytes(), "image_bytes_input", max_pixels)
 
 
 class Postprocessing(PythonModel):

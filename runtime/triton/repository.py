@@ -34,6 +34,7 @@ from hivtp.runtime.triton.pbtxt import Tensor, scalar
 
 ENSEMBLE, PREPROCESSING, VISION, POSTPROCESSING = "ensemble", "preprocessing", "multimodal_encoders", "postprocessing"
 TORCH_LLM, TRTLLM, VISION_PLAN = "torch_llm", "tensorrt_llm", "vision_encoder"
+GPU_MODELS = (VISION, TORCH_LLM)  # the Python models placed on --gpus (one instance group per GPU)
 MODEL_CLASSES = {  # Python models -> their class in hivtp.runtime.triton.models
     PREPROCESSING: "Preprocessing", VISION: "TorchVision", TORCH_LLM: "TorchLLM", POSTPROCESSING: "Postprocessing",
 }
@@ -82,7 +83,7 @@ def _python_model(name: str, options: ServeOptions, inputs: list[Tensor], output
         pbtxt.dynamic_batching(options.queue_delay_us, options.max_queue) if batched else "",
         pbtxt.tensors("input", inputs),
         pbtxt.tensors("output", outputs),
-        pbtxt.instance_group(options.instances, options.gpus if name in (VISION, TORCH_LLM) else None),
+        pbtxt.instance_group(options.instances, options.gpus if name in GPU_MODELS else None),
         pbtxt.parameters(params),
     )
 
@@ -220,7 +221,7 @@ def repository_models(options: ServeOptions) -> dict[str, tuple[str, str | None]
 def python_instances(models: dict[str, tuple[str, str | None]], options: ServeOptions) -> int:
     """Stub processes the server starts: one per instance of each Python model (per GPU when placed on GPUs)."""
     per_model = options.instances * (len(options.gpus) if options.gpus else 1)
-    return sum(per_model if name in (VISION, TORCH_LLM) else options.instances
+    return sum(per_model if name in GPU_MODELS else options.instances
                for name, (_, code) in models.items() if code is not None)  # Python models are the ones with model.py
 
 

@@ -26,7 +26,6 @@ class LaunchOptions:
     python_env: Path | None = None  # the environment the Python backend stub runs (default: this one)
     start_timeout_s: float = 300.0
     plugin_library: Path | None = None  # engine flavour: loaded by the TensorRT backend
-    log_verbose: int = 0
 
 
 def serving_env() -> Path:
@@ -75,7 +74,7 @@ def running_server(options: ServeOptions, launch: LaunchOptions, work: Path) -> 
         if launch.plugin_library is None:
             raise ValueError("the vision engine needs the hivtp plugin library: pass --plugin-lib PATH or set HIVTP_PLUGIN_LIB")
         extra = (f"tensorrt,plugins={launch.plugin_library}",)  # tensorrt_backend README, "Command-line Options"
-    command = server_command(server_binary, repository, backends, launch.host, launch.ports, python_env, extra, launch.log_verbose)
+    command = server_command(server_binary, repository, backends, launch.host, launch.ports, python_env, extra)
     if options.flavour == "engine":
         from hivtp.runtime.triton.engine_repository import engine_facts, leader_mode_command
 
