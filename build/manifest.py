@@ -19,6 +19,7 @@ from hivtp.config import HIVTPConfig
 from hivtp.outputs import read_json
 
 MANIFEST_NAME = "manifest.json"
+IMAGE_NEWLINE_FILE = "vision/image_newline.safetensors"  # LLaVA-NeXT builds: the newline row the host layout inserts
 MANIFEST_FORMAT = 1
 RECORDED_PACKAGES = ("hivtp", "torch", "transformers", "onnx", "tensorrt", "tensorrt_llm")
 CHECKED_PACKAGES = ("hivtp", "tensorrt", "tensorrt_llm")  # the engines depend on these at run time
@@ -134,6 +135,14 @@ def read_manifest(directory: str | Path) -> dict[str, Any]:
     except ValueError as err:
         raise ValueError(f"{path} is damaged: {err}") from None
     return manifest
+
+
+def built_engines(directory: Path, manifest: dict[str, Any]) -> tuple[Path, Path]:
+    """(vision plan, decoder engine folder) a build output's manifest lists; ValueError for an --onnx-only build."""
+    build = manifest["build"]
+    if build.get("onnx_only") or not build.get("vision_engine") or not build.get("decoder_engine"):
+        raise ValueError(f"{directory} holds no engines (built with --onnx-only): rebuild it without that flag")
+    return directory / build["vision_engine"], directory / build["decoder_engine"]
 
 
 def listed_files(directory: Path) -> set[str]:

@@ -133,6 +133,7 @@ def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
     from safetensors.torch import save_file
 
     from hivtp.build.export import export_vision
+    from hivtp.build.manifest import IMAGE_NEWLINE_FILE
     from hivtp.build.tensorrt_engine import onnx_dtype
     from hivtp.loading import load_llava
 
@@ -144,7 +145,7 @@ def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
     )
     if model.config.model_type == "llava_next":
         newline = model.model.image_newline.detach().float().contiguous()  # [D]
-        save_file({"image_newline": newline}, str(vision_dir / "image_newline.safetensors"))
+        save_file({"image_newline": newline}, str(vision_dir.parent / IMAGE_NEWLINE_FILE))  # vision_dir: OUT/vision
     return exported
 
 
@@ -213,10 +214,12 @@ def planned_limits(options: BuildOptions, model_config: Any) -> dict[str, int]:
 def build(options: BuildOptions) -> Path:
     """Run every stage into a scratch directory, then put it in place at options.output."""
     output = check_build_output(options.output, options.model_dir, options.force)
+    from hivtp.build.trtllm_decoder import check_positions
     from hivtp.loading import checkpoint_config
 
     model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
     options.config.check_encoder(model_config.vision_config.num_hidden_layers)
+    check_positions(options.config)  # the API can ask for the torch-only ablation; engines cannot run it
     model_type = model_config.model_type
     if options.select_impl not in SELECT_IMPLS:
         raise ValueError(f"select_impl must be one of {SELECT_IMPLS}, got {options.select_impl!r}")

@@ -43,12 +43,21 @@ from pathlib import Path
 from typing import Any
 
 from hivtp.build.tensorrt_engine import release_matches
+from hivtp.config import HIVTPConfig
 from hivtp.loading import checkpoint_type
 
 SUPPORTED_TENSORRT_LLM = "1.2.1"
 DTYPES = ("float16", "bfloat16")
 TEXT_TOKENS = 1024  # default prompt text budget per request, on top of its visual tokens
 NEW_TOKENS = 512  # default generated-token budget per request
+
+
+def check_positions(config: HIVTPConfig) -> HIVTPConfig:
+    """TensorRT-LLM numbers the pruned sequence itself: positions='original' (an ablation) is torch-only.
+    Checked before a build (`hivtp.build.pipeline.build`) and again when an engine is loaded."""
+    if config.positions != "renumbered":
+        raise ValueError(f"positions={config.positions!r} is a torch-backend ablation; TensorRT-LLM runs the renumbered layout only")
+    return config
 
 
 def require_tensorrt_llm() -> str:

@@ -14,11 +14,19 @@ from pathlib import Path
 from hivtp.config import RELATIVE, HIVTPConfig
 
 
+class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Every default in --help, except None: an option left unset says its real default in its own help text
+    (hivtp tells given options from defaults that way), so "(default: None)" would only contradict it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        return action.help if action.default is None else super()._get_help_string(action)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus a message; users get one clear line instead, and every default in --help."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
-        kwargs.setdefault("formatter_class", argparse.ArgumentDefaultsHelpFormatter)
+        kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]

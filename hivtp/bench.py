@@ -1,10 +1,12 @@
-"""`hivtp bench`: one command for the three stages (`e2e`, `select`, `score`), any backend.
+"""`hivtp bench`'s shared pieces: models, sizes, sample image and output names for every stage
+(`e2e`, `vision`, `select`, `score`; `serve` in runtime/triton/bench.py).
 
 Models come from a checkpoint (`--model DIR`) or from `--random-init NAME`: the real architecture's
 dimensions (configs shipped in hivtp/data/configs, `tiny` = the demo's config) with seeded random
 weights, so timings need no download; the output says so. 7B random models are built directly on the
-GPU in fp16/bf16 (fp32 7B weights do not fit a CPU host's memory), and refused on the CPU.
-The stages live in bench_e2e.py and bench_kernels.py; this module builds models and parses flags.
+GPU in fp16/bf16 (fp32 7B weights do not fit a CPU host's memory), and refused on the CPU, except for
+the vision stage, which builds the vision path alone (tower, projector, newline: it fits a CPU).
+The stages live in bench_e2e.py, bench_vision.py and bench_kernels.py.
 """
 
 from __future__ import annotations

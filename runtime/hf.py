@@ -72,14 +72,6 @@ def patch_grid(vision_config: Any) -> tuple[int, int]:
     return side, side
 
 
-def score_layers_of(tower: torch.nn.Module, config: HIVTPConfig, feature_layer: int | list[int]) -> tuple[int, ...]:
-    """The encoder layers whose attention scores the tokens, resolved ('relative') and checked against the tower.
-
-    The one place the integration reads `config.score_layers`.
-    """
-    return config.for_tower(len(clip_core(tower).encoder.layers), feature_layer).layers
-
-
 QK_PROJECTIONS = ("q_proj", "k_proj")  # CLIPAttention's Linear submodules that output Q and K
 
 
@@ -118,7 +110,7 @@ def tower_qk(
     forward by hooks: nothing is recomputed, SDPA stays on and no attention map is ever requested.
     Dv' = Dv * feature layers.
     """
-    layers = score_layers_of(tower, config, feature_layer)
+    layers = config.for_tower(len(clip_core(tower).encoder.layers), feature_layer).layers  # 'relative' resolved, checked
     dtype = next(tower.parameters()).dtype
     with captured_projections(tower, layers) as captured:
         hidden = tower(pixel_values.to(dtype), output_hidden_states=True).hidden_states  # L+1 x [M, N, Dv]

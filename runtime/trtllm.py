@@ -44,7 +44,7 @@ import torch
 from PIL import Image
 
 from hivtp.build.tensorrt_engine import load_vision_engine, require_tensorrt
-from hivtp.build.trtllm_decoder import require_tensorrt_llm
+from hivtp.build.trtllm_decoder import check_positions, require_tensorrt_llm
 from hivtp.config import HIVTPConfig
 from hivtp.runtime.backend import Prepared, PrefillResult, VisionResult, prepare_batch
 from hivtp.runtime.prompt_table import RequestPrompts, build_prompt_tables, pruned_layout
@@ -79,34 +79,24 @@ def plugin_library_path(path: str | Path | None) -> Path:
     return Path(chosen).resolve()
 
 
-def check_positions(config: HIVTPConfig) -> HIVTPConfig:
-    """TensorRT-LLM numbers the pruned sequence itself: positions='original' (an ablation) is torch-only."""
-    if config.positions != "renumbered":
-        raise ValueError(f"positions={config.positions!r} is a torch-backend ablation; TensorRT-LLM runs the renumbered layout only")
-    return config
-
-
 def engine_files(engine_dir: str | Path, plugin_library: str | Path | None = None) -> EngineFiles:
     """Read and check engine_dir/manifest.json (`hivtp.build.manifest.check_manifest`): versions, plugin hash."""
-    from hivtp.build.manifest import check_manifest
-
-    from hivtp.build.manifest import read_manifest
+    from hivtp.build.manifest import IMAGE_NEWLINE_FILE, built_engines, check_manifest, read_manifest
 
     engine_dir = Path(engine_dir)
     plugin_free = read_manifest(engine_dir)["build"].get("select_impl") == "onnx"
     library = None if plugin_free and plugin_library is None else plugin_library_path(plugin_library)
     manifest = check_manifest(engine_dir, library)
     build = manifest["build"]
-    if build.get("onnx_only") or not build.get("vision_engine") or not build.get("decoder_engine"):
-        raise ValueError(f"{engine_dir} holds no engines (built with --onnx-only): rebuild it without that flag")
-    newline = engine_dir / "vision" / "image_newline.safetensors" if build["model_type"] == "llava_next" else None
+    vision_engine, decoder_dir = built_engines(engine_dir, manifest)
+    newline = engine_dir / IMAGE_NEWLINE_FILE if build["model_type"] == "llava_next" else None
     return EngineFiles(
         config=check_positions(HIVTPConfig.from_dict(manifest["hivtp_config"])),
         model_type=build["model_type"],
         kmax=int(build["kmax"]),
         source_dir=Path(manifest["source"]["path"]),
-        vision_engine=engine_dir / build["vision_engine"],
-        decoder_dir=engine_dir / build["decoder_engine"],
+        vision_engine=vision_engine,
+        decoder_dir=decoder_dir,
         image_newline=newline,
         plugin_library=library,
     )

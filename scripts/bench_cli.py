@@ -1,15 +1,15 @@
 """How light the `hivtp` command feels: wall time and peak memory of help, version and argument errors.
 
-Each case runs as a fresh process, beside a bare `python -c pass` (the floor on this machine), (what a user's shell does), `--repeats` times after one warm-up run
-(the OS file cache, not Python, is what the warm-up fills); medians are reported. Target: every case
+Each case runs as a fresh process (what a user's shell does), beside a bare `python -c pass` (the floor on
+this machine), `--repeats` times after one warm-up run (the OS file cache, not Python, is what the
+warm-up fills); medians are reported. Target: every case
 under 1 s. Results: a table on stdout and a JSON file (device, date, commit).
 
-    python scripts/bench_cli.py [--repeats 5] [--out results/cli/cli-<date>.json]
+    python scripts/bench_cli.py [--repeats 5] [--out FILE.json]   (default: a new file in the per-user results folder)
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import shutil
 import statistics
@@ -37,8 +37,10 @@ def run_once(argv: list[str]) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=int, default=5, help="timed runs per case (default: 5)")
+    from hivtp.args import OneLineParser, positive_int  # light: argparse and the config only
+
+    parser = OneLineParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per case")
     parser.add_argument("--out", type=Path, help="JSON path (default: a new file in the per-user results folder)")
     args = parser.parse_args()
     executable = shutil.which("hivtp") or sys.exit("hivtp is not on PATH: pip install -e . first")

@@ -16,6 +16,7 @@ SERVE_REQUESTS, SERVE_TIME_LIMIT = 64, 120
 SERVE_ONLY = {"concurrency": "--concurrency", "requests": "--requests", "time_limit": "--time-limit",
               **{dest: option for dest, (option, _) in SERVER_DEFAULTS.items()}}
 MAX_REPEATS = 1000  # per row; more is a typo, not a plan
+WARMUP = 2  # untimed runs per row
 E2E_REPEATS, REPEATS = 20, 5  # e2e judges TTFT / bound on medians of many runs
 DEFAULT_NEW_TOKENS = 16
 DEFAULT_PROMPT = "describe the picture ."
@@ -43,7 +44,7 @@ def add_parser(commands: Any) -> None:
                         help="batch sizes, e.g. 1,8 (default: 1 for e2e, 1,8 for vision, 1,8,32 for select/score)")
     parser.add_argument("--budgets", type=comma_ints, help="budgets per image (per crop for NeXT); default per model")
     parser.add_argument("--new-tokens", type=positive_int, help=f"fixed output length, e2e and serve (default: {DEFAULT_NEW_TOKENS})")
-    parser.add_argument("--warmup", type=non_negative_int, default=2, help=f"untimed runs before the timed ones (at most {MAX_REPEATS})")
+    parser.add_argument("--warmup", type=non_negative_int, default=WARMUP, help=f"untimed runs before the timed ones (at most {MAX_REPEATS})")
     parser.add_argument(
         "--repeats", type=positive_int,
         help=f"timed runs per row, medians reported (default: {E2E_REPEATS} for e2e, where TTFT / bound is judged; "
@@ -74,7 +75,7 @@ def check_serve_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--stage serve serves a checkpoint (--model DIR, default: the shipped tiny model) with the torch flavour")
     refuse_unused(args, {"engine": "--engine", "dtype": "--dtype", "device": "--device", "batch": "--batch",
                          "threads": "--threads"}, "in the serve stage: the server's own settings decide")
-    if args.ops != "auto" or args.warmup != 2 or args.repeats is not None or args.compile:
+    if args.ops != "auto" or args.warmup != WARMUP or args.repeats is not None or args.compile:
         raise ValueError("--ops, --warmup, --repeats and --compile have no effect in the serve stage (see --requests, --time-limit)")
     if args.budget is not None:
         raise ValueError("the serve stage compares several budgets: pass --budgets K1,K2,...")
