@@ -11,7 +11,7 @@ Legend: B rows, S original length, T pruned length, M images in the batch (all r
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import torch
@@ -29,6 +29,10 @@ class PrunedSequence:
     position_ids: torch.Tensor  # [B, T] cumsum(mask) - 1, pads set to 1 (HF generate's rule)
     feature_rows: torch.Tensor  # [B, T] row into the concatenated kept image features, -1 for text and pads
     source_positions: torch.Tensor  # [B, T] position in the original row, -1 for pads
+
+    def to(self, device: torch.device | str) -> "PrunedSequence":
+        """The same layout on `device` (one copy per field)."""
+        return PrunedSequence(*(getattr(self, f.name).to(device) for f in fields(self)))
 
     def shrink(self, values: torch.Tensor, fill: int) -> torch.Tensor:
         """Carry a per-position tensor [B, S] (e.g. labels) over to the pruned layout -> [B, T]."""

@@ -44,13 +44,15 @@ class VisionModel(PythonModel):
 
         inputs = collate(batch, self.pad_id, self.device)
         vision = self.vision(inputs, pruning)
-        prompts = build_prompt_tables(vision.sequence, vision.features, self.vocab_size)
+        # one copy to the host, then the per-request cuts there (on a GPU they would each wait for the device)
+        host = torch.device("cpu")
+        prompts = build_prompt_tables(vision.sequence.to(host), vision.features.to(host, self.table_dtype), self.vocab_size)
         outputs = []
         for ids, table in zip(prompts.input_ids, prompts.tables):
             outputs.append({
-                "INPUT_ID": ids[None].to(torch.int32).cpu().numpy(),  # [1, L_b]
+                "INPUT_ID": ids[None].to(torch.int32).numpy(),  # [1, L_b]
                 "REQUEST_INPUT_LEN": np.array([[len(ids)]], dtype=np.int32),
-                "OUT_PROMPT_EMBEDDING_TABLE": table[None].to(self.table_dtype).cpu().numpy(),  # [1, k_b, D]
+                "OUT_PROMPT_EMBEDDING_TABLE": table[None].numpy(),  # [1, k_b, D]
                 "OUT_PROMPT_VOCAB_SIZE": np.array([[table.shape[0]]], dtype=np.int32),
             })
         return outputs
