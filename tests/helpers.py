@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import subprocess
+
+import pytest
+
 from hivtp.cli import main
 
 
@@ -11,3 +15,14 @@ def cli_exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit_:
         return int(exit_.code)
+
+
+def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:
+    """`hivtp ARGS` run in this process (cli_exit_code), shaped like a subprocess result.
+
+    capture is capsys (what Python writes) or capfd (also what libraries write to the file descriptors);
+    stdout and stderr hold this command's output only."""
+    capture.readouterr()
+    code = cli_exit_code(list(args))
+    out, err = capture.readouterr()
+    return subprocess.CompletedProcess(["hivtp", *args], code, out, err)
