@@ -26,3 +26,17 @@ def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.Co
     code = cli_exit_code(list(args))
     out, err = capture.readouterr()
     return subprocess.CompletedProcess(["hivtp", *args], code, out, err)
+
+
+def torch_vision(model, config):  # type: ignore[no-untyped-def]
+    """The vision engine's contract (pixel_values -> selected, counts, indices) computed by the torch reference:
+    a stand-in for the engine's *numbers*, so that the host-side assembly around it is tested on the CPU."""
+    import torch
+
+    from hivtp.runtime.hf import select_and_project
+
+    def run(pixel_values: torch.Tensor):  # type: ignore[no-untyped-def]
+        _, indices, counts, selected = select_and_project(model, pixel_values, config)
+        return selected, counts.to(torch.int32), indices.to(torch.int32)  # the engine's int32 outputs
+
+    return run

@@ -25,7 +25,7 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.repository import (
     ENSEMBLE, LISTING, TORCH_LLM, TRTLLM, VISION, VISION_PLAN, ServeOptions, repository_models, write_repository,
 )
-from helpers import cli_result
+from helpers import cli_result, torch_vision
 from serve_support import HOST, free_ports, png_bytes, run_cli, sample_variants, serving_setup
 
 
@@ -154,17 +154,6 @@ def test_engine_outputs_that_cannot_be_served_are_refused(tmp_path) -> None:
         repository_models(ServeOptions(engine_dir=tmp_path))
 
 
-def torch_vision_engine(model, config):
-    """The vision engine's contract computed by the torch reference (as tests/test_prompt_table.py does)."""
-    from hivtp.runtime.hf import select_and_project
-
-    def run(pixel_values):
-        _, indices, counts, selected = select_and_project(model, pixel_values, config)
-        return selected, counts.to(torch.int32), indices.to(torch.int32)
-
-    return run
-
-
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
 def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> None:
     """Preprocessing + EngineVision, one request at a time then batched, give the fake ids and fp16 prompt
@@ -177,7 +166,7 @@ def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> No
     from hivtp.runtime.triton.models import EngineVision, Preprocessing
 
     model, processor = load_llava(shipped_model(kind), dtype="float32")
-    engine = torch_vision_engine(model, HIVTPConfig())
+    engine = torch_vision(model, HIVTPConfig())
     images = sample_variants()[:2] + sample_variants()[5:6]
     prompts = ["what color is the circle ?", "describe the picture .", "how many shapes are there ?"]
     pre = Preprocessing()
