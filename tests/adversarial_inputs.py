@@ -13,7 +13,6 @@ import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from hivtp.demo import shipped_model
@@ -155,7 +154,4 @@ def make_bad_world(root: Path) -> dict[str, Path]:
     world["a_file"] = a_file
     world["link_to_build"] = root / "link_to_build"
     world["link_to_build"].symlink_to(not_a_build)
-    grey16 = root / "grey16.png"
-    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(grey16)
-    world["grey16"] = grey16
     return world

@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from adversarial_inputs import make_bad_world
 from helpers import cli_exit_code
 
 from hivtp.demo import shipped_model
 
 LLAVA = str(shipped_model("llava"))
 NEXT = str(shipped_model("llava_next"))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    return make_bad_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture()
