@@ -6,7 +6,6 @@ them with `{name}` placeholders.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct
@@ -15,6 +14,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from helpers import encoded
 from hivtp.demo import shipped_model
 
 
@@ -42,14 +42,11 @@ def _image_files(root: Path) -> dict[str, Path]:
     for name, data in files.items():
         out[name] = root / f"{name}.png"
         out[name].write_bytes(data)
-    good = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(good, "PNG")
     out["truncated_png"] = root / "truncated.png"
-    out["truncated_png"].write_bytes(good.getvalue()[:60])
+    out["truncated_png"].write_bytes(encoded(Image.new("RGB", (64, 64), (200, 10, 10)), "PNG")[:60])
     out["truncated_jpeg"] = root / "truncated.jpg"
-    jpeg = io.BytesIO()
-    Image.new("RGB", (64, 64), (10, 200, 10)).save(jpeg, "JPEG")
-    out["truncated_jpeg"].write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 3])
+    jpeg = encoded(Image.new("RGB", (64, 64), (10, 200, 10)), "JPEG")
+    out["truncated_jpeg"].write_bytes(jpeg[: len(jpeg) // 3])
     out["folder_named_png"] = root / "folder.png"
     out["folder_named_png"].mkdir()
     return out

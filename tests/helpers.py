@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import subprocess
 
 import pytest
@@ -26,6 +27,13 @@ def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.Co
     code = cli_exit_code(list(args))
     out, err = capture.readouterr()
     return subprocess.CompletedProcess(["hivtp", *args], code, out, err)
+
+
+def encoded(image, fmt: str = "PNG", **save) -> bytes:  # type: ignore[no-untyped-def]
+    """A PIL image as fmt's file bytes; save: the format's options (exif=, quality=, ...)."""
+    buffer = io.BytesIO()
+    image.save(buffer, fmt, **save)
+    return buffer.getvalue()
 
 
 def torch_vision(model, config):  # type: ignore[no-untyped-def]

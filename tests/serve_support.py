@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import os
 import subprocess
 import sys
@@ -10,6 +9,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import encoded
 from hivtp.runtime.triton.server import Ports
 
 HOST = "127.0.0.1"  # every server in the tests binds loopback only
@@ -37,10 +37,7 @@ def free_ports() -> Ports:
     return pick(HOST)
 
 
-def png_bytes(image) -> bytes:  # type: ignore[no-untyped-def]
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+png_bytes = encoded  # PNG unless told otherwise
 
 
 def sample_variants() -> list:
