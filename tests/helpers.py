@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 
 import pytest
 
@@ -16,6 +17,11 @@ def cli_exit_code(argv: list[str]) -> int:
         return main(argv)
     except SystemExit as exit_:
         return int(exit_.code)
+
+
+def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    """`hivtp ARGS` in a fresh Python process."""
+    return subprocess.run([sys.executable, "-m", "hivtp.cli", *args], capture_output=True, text=True, timeout=timeout)
 
 
 def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:

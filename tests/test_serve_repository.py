@@ -25,8 +25,8 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.repository import (
     ENSEMBLE, LISTING, TORCH_LLM, TRTLLM, VISION, VISION_PLAN, ServeOptions, repository_models, write_repository,
 )
-from helpers import cli_result, torch_vision
-from serve_support import HOST, free_ports, png_bytes, run_cli, sample_variants, serving_setup
+from helpers import cli_result, run_cli, torch_vision
+from serve_support import HOST, free_ports, png_bytes, sample_variants, serving_setup
 
 
 def parse(text: str):
