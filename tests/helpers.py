@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 import subprocess
 import sys
 
@@ -33,6 +34,15 @@ def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.Co
     code = cli_exit_code(list(args))
     out, err = capture.readouterr()
     return subprocess.CompletedProcess(["hivtp", *args], code, out, err)
+
+
+def lacking(package: str, have: bool, env: str) -> str:
+    """The skip reason: exactly what this machine lacks for a real-engine test ('' when nothing)."""
+    import torch
+
+    lacks = [f"{package} (not installed)" * (not have), "a CUDA GPU (none here)" * (not torch.cuda.is_available()),
+             f"${env} (not set)" * (not os.environ.get(env))]
+    return "needs " + ", ".join(x for x in lacks if x) if any(lacks) else ""
 
 
 def encoded(image, fmt: str = "PNG", **save) -> bytes:  # type: ignore[no-untyped-def]

@@ -15,6 +15,7 @@ from typing import NamedTuple
 import pytest
 import torch
 
+from helpers import lacking
 from hivtp.build import pipeline
 from hivtp.commands.build import main as build_main
 from hivtp.build.manifest import MANIFEST_NAME, check_manifest
@@ -199,17 +200,10 @@ def test_hivtp_cli_has_build(default_build) -> None:
     assert code == 0 and (out / MANIFEST_NAME).is_file()
 
 
-def _missing_for_engines() -> str | None:
-    if not HAVE_TRT:
-        return "needs tensorrt 10.14 and tensorrt_llm 1.2.1 (not installed)"
-    if not torch.cuda.is_available():
-        return "needs a CUDA GPU"
-    if not os.environ.get(pipeline.PLUGIN_ENV):
-        return f"needs ${pipeline.PLUGIN_ENV} (libhivtp_plugin.so)"
-    return None
+NO_ENGINE_BUILD = lacking("tensorrt 10.14 and tensorrt_llm 1.2.1", HAVE_TRT, pipeline.PLUGIN_ENV)
 
 
-@pytest.mark.skipif(_missing_for_engines() is not None, reason=str(_missing_for_engines()))
+@pytest.mark.skipif(bool(NO_ENGINE_BUILD), reason=NO_ENGINE_BUILD)
 def test_full_build_with_tensorrt(capsys, tiny_dirs, tmp_path) -> None:
     out = tmp_path / "out"
     code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--max-batch", "2", "--max-text-len", "64",
