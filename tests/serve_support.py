@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from helpers import encoded
-from hivtp.runtime.triton.server import Ports
+from hivtp.runtime.triton.server import Ports, children, find_tritonserver, python_env_version
+from hivtp.runtime.triton.server import free_ports as pick_free_ports
 
 HOST = "127.0.0.1"  # every server in the tests binds loopback only
 
@@ -17,8 +18,6 @@ HOST = "127.0.0.1"  # every server in the tests binds loopback only
 def serving_setup() -> tuple[Path, Path]:
     """(tritonserver, Python environment for its stub), or skip with the reason."""
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc,http] is not installed (the serve extra)")
-    from hivtp.runtime.triton.server import find_tritonserver, python_env_version
-
     try:
         server = find_tritonserver()
     except ValueError as err:
@@ -31,9 +30,7 @@ def serving_setup() -> tuple[Path, Path]:
 
 
 def free_ports() -> Ports:
-    from hivtp.runtime.triton.server import free_ports as pick
-
-    return pick(HOST)
+    return pick_free_ports(HOST)
 
 
 png_bytes = encoded  # PNG unless told otherwise
@@ -52,8 +49,6 @@ def sample_variants() -> list:
 
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (from /proc)."""
-    from hivtp.runtime.triton.server import children
-
     found, todo = [], [pid]
     while todo:
         current = todo.pop()

@@ -143,7 +143,10 @@ def prune_cases():
     ]
 
 
-@pytest.mark.parametrize("kind, broken, message", prune_cases(), ids=range(len(prune_cases())))
+PRUNE_CASES = prune_cases()
+
+
+@pytest.mark.parametrize("kind, broken, message", PRUNE_CASES, ids=range(len(PRUNE_CASES)))
 def test_prune_inputs_refuses(models, kind, broken, message) -> None:
     model, inputs = models[kind]
     args = {**inputs, **broken}

@@ -167,13 +167,15 @@ def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> No
 
     model, processor = load_llava(shipped_model(kind), dtype="float32")
     engine = torch_vision(model, HIVTPConfig())
-    images = sample_variants()[:2] + sample_variants()[5:6]
+    variants = sample_variants()
+    images = variants[:2] + variants[5:6]
     prompts = ["what color is the circle ?", "describe the picture .", "how many shapes are there ?"]
+    models = repository_models(ServeOptions(engine_dir=engine_outputs[kind]))
     pre = Preprocessing()
-    pre.params = json_params(repository_models(ServeOptions(engine_dir=engine_outputs[kind]))["preprocessing"][0])
+    pre.params = json_params(models["preprocessing"][0])
     pre.setup()
     vision = EngineVision()
-    vision.params = json_params(repository_models(ServeOptions(engine_dir=engine_outputs[kind]))[VISION][0])
+    vision.params = json_params(models[VISION][0])
     vision.device = torch.device("cpu")
     vision.setup()
     vision.run_plan = engine
