@@ -1,4 +1,4 @@
-"""Helpers shared by the CLI tests."""
+"""Helpers shared by the tests: running hivtp (in process or as a subprocess), skip reasons, encoded images, a torch vision-engine stand-in."""
 
 from __future__ import annotations
 
