@@ -6,16 +6,15 @@ them with `{name}` placeholders.
 
 from __future__ import annotations
 
-import io
 import json
 import shutil
 import struct
 import zlib
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
+from helpers import encoded
 from hivtp.demo import shipped_model
 
 
@@ -43,14 +42,11 @@ def _image_files(root: Path) -> dict[str, Path]:
     for name, data in files.items():
         out[name] = root / f"{name}.png"
         out[name].write_bytes(data)
-    good = io.BytesIO()
-    Image.new("RGB", (64, 64), (200, 10, 10)).save(good, "PNG")
     out["truncated_png"] = root / "truncated.png"
-    out["truncated_png"].write_bytes(good.getvalue()[:60])
+    out["truncated_png"].write_bytes(encoded(Image.new("RGB", (64, 64), (200, 10, 10)), "PNG")[:60])
     out["truncated_jpeg"] = root / "truncated.jpg"
-    jpeg = io.BytesIO()
-    Image.new("RGB", (64, 64), (10, 200, 10)).save(jpeg, "JPEG")
-    out["truncated_jpeg"].write_bytes(jpeg.getvalue()[: len(jpeg.getvalue()) // 3])
+    jpeg = encoded(Image.new("RGB", (64, 64), (10, 200, 10)), "JPEG")
+    out["truncated_jpeg"].write_bytes(jpeg[: len(jpeg) // 3])
     out["folder_named_png"] = root / "folder.png"
     out["folder_named_png"].mkdir()
     return out
@@ -155,7 +151,4 @@ def make_bad_world(root: Path) -> dict[str, Path]:
     world["a_file"] = a_file
     world["link_to_build"] = root / "link_to_build"
     world["link_to_build"].symlink_to(not_a_build)
-    grey16 = root / "grey16.png"
-    Image.fromarray(np.full((32, 32), 40000, dtype=np.uint16)).save(grey16)
-    world["grey16"] = grey16
     return world

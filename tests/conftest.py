@@ -33,6 +33,14 @@ def tiny_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     return {kind: build_tiny_llava(root / kind, kind=kind, seed=0) for kind in ("llava", "llava_next")}
 
 
+@pytest.fixture(scope="session")
+def world(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """The bad files and folders of tests/adversarial_inputs.py, by name (read, never changed, by the tests)."""
+    from adversarial_inputs import make_bad_world
+
+    return make_bad_world(tmp_path_factory.mktemp("world"))
+
+
 @pytest.fixture(scope="session", params=["llava", "llava_next"])
 def tiny(request: pytest.FixtureRequest, tiny_dirs: dict[str, Path]):
     """(kind, model, processor) loaded from disk with from_pretrained."""

@@ -2,15 +2,15 @@
 
 from __future__ import annotations
 
-import io
 import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
-from hivtp.runtime.triton.server import Ports
+from helpers import encoded
+from hivtp.runtime.triton.server import Ports, children, find_tritonserver, python_env_version
+from hivtp.runtime.triton.server import free_ports as pick_free_ports
 
 HOST = "127.0.0.1"  # every server in the tests binds loopback only
 
@@ -18,8 +18,6 @@ HOST = "127.0.0.1"  # every server in the tests binds loopback only
 def serving_setup() -> tuple[Path, Path]:
     """(tritonserver, Python environment for its stub), or skip with the reason."""
     pytest.importorskip("tritonclient.grpc", reason="tritonclient[grpc,http] is not installed (the serve extra)")
-    from hivtp.runtime.triton.server import find_tritonserver, python_env_version
-
     try:
         server = find_tritonserver()
     except ValueError as err:
@@ -32,15 +30,10 @@ def serving_setup() -> tuple[Path, Path]:
 
 
 def free_ports() -> Ports:
-    from hivtp.runtime.triton.server import free_ports as pick
-
-    return pick(HOST)
+    return pick_free_ports(HOST)
 
 
-def png_bytes(image) -> bytes:  # type: ignore[no-untyped-def]
-    out = io.BytesIO()
-    image.save(out, format="PNG")
-    return out.getvalue()
+png_bytes = encoded  # PNG unless told otherwise
 
 
 def sample_variants() -> list:
@@ -56,8 +49,6 @@ def sample_variants() -> list:
 
 def process_tree(pid: int) -> list[int]:
     """pid and all its descendants (from /proc)."""
-    from hivtp.runtime.triton.server import children
-
     found, todo = [], [pid]
     while todo:
         current = todo.pop()
@@ -72,7 +63,3 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return state != "Z"
-
-
-def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "hivtp.cli", *args], capture_output=True, text=True, timeout=timeout)

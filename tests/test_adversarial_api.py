@@ -4,13 +4,11 @@ problem, never a TypeError / IndexError / torch error from deep inside, and neve
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import pytest
 import torch
 
 import hivtp
-from adversarial_inputs import make_bad_world
 from hivtp import HIVTPConfig
 from hivtp.build.manifest import check_manifest
 from hivtp.demo import shipped_model
@@ -19,11 +17,6 @@ from hivtp.plugins.reference import importance_scores_from_qk
 
 GRID = (8, 8)
 OK_SCORES = torch.rand(2, 64)
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    return make_bad_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture(scope="module")
@@ -150,7 +143,10 @@ def prune_cases():
     ]
 
 
-@pytest.mark.parametrize("kind, broken, message", prune_cases(), ids=range(len(prune_cases())))
+PRUNE_CASES = prune_cases()
+
+
+@pytest.mark.parametrize("kind, broken, message", PRUNE_CASES, ids=range(len(PRUNE_CASES)))
 def test_prune_inputs_refuses(models, kind, broken, message) -> None:
     model, inputs = models[kind]
     args = {**inputs, **broken}

@@ -11,18 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from adversarial_inputs import make_bad_world
 from helpers import cli_exit_code
 
 from hivtp.demo import shipped_model
 
 LLAVA = str(shipped_model("llava"))
 NEXT = str(shipped_model("llava_next"))
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict[str, Path]:
-    return make_bad_world(tmp_path_factory.mktemp("world"))
 
 
 @pytest.fixture()
@@ -197,11 +191,9 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
 ]
 
 DEVICES = [
-    (device, message) for device, message in [
-        ("meta", "cannot run hivtp"), ("xpu", "cannot run hivtp"), ("tpu", "unknown device"), ("CUDA", "unknown device"),
-        ("cuda:abc", "unknown device"), ("-1", "unknown device"), ("cpu,cuda", "unknown device"), ("", "unknown device"),
-        ("mps", "not available"), ("cuda", "not available"), ("cuda:7", ""), ("hpu", "cannot run hivtp"), ("vulkan", "cannot run hivtp"),
-    ]
+    ("meta", "cannot run hivtp"), ("xpu", "cannot run hivtp"), ("tpu", "unknown device"), ("CUDA", "unknown device"),
+    ("cuda:abc", "unknown device"), ("-1", "unknown device"), ("cpu,cuda", "unknown device"), ("", "unknown device"),
+    ("mps", "not available"), ("cuda", "not available"), ("cuda:7", ""), ("hpu", "cannot run hivtp"), ("vulkan", "cannot run hivtp"),
 ]
 DEVICE_ERRORS = [([command, "--device", device, *extra], message)
                  for device, message in DEVICES

@@ -3,15 +3,19 @@ TensorRT stages' one-line refusal without TensorRT, and decoder sizes from the p
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
+import io
 import json
 import os
 import shutil
 from pathlib import Path
+from typing import NamedTuple
 
 import pytest
 import torch
 
+from helpers import lacking
 from hivtp.build import pipeline
 from hivtp.commands.build import main as build_main
 from hivtp.build.manifest import MANIFEST_NAME, check_manifest
@@ -38,6 +42,23 @@ def one_error_line(stderr: str) -> str:
 
 def leftovers(parent: Path) -> list[str]:
     return [p.name for p in parent.iterdir() if ".building-" in p.name or ".old-" in p.name or p.name.endswith(".lock")]
+
+
+class Build(NamedTuple):
+    code: int
+    err: str
+    out: Path
+
+
+@pytest.fixture(scope="module")
+def default_build(tiny_dirs, tmp_path_factory) -> Build:
+    """`hivtp build --onnx-only` of the tiny LLaVA with every other option at its default, through cli.main."""
+    from hivtp import cli
+
+    out = tmp_path_factory.mktemp("default") / "out"
+    with contextlib.redirect_stderr(io.StringIO()) as err:
+        code = cli.main(["build", "--model", str(tiny_dirs["llava"]), "--output", str(out), "--onnx-only"])
+    return Build(code, err.getvalue(), out)
 
 
 @needs_export
@@ -142,7 +163,12 @@ def test_trt_stages_without_tensorrt_exit_2(capsys, tiny_dirs, tmp_path) -> None
     assert not out.exists() and not leftovers(tmp_path)
 
 
-@pytest.mark.parametrize("argv, message", [(["--dtype", "fp32"], "invalid choice"), (["--max-batch", "0"], "positive integer")])
+@pytest.mark.parametrize(
+    "argv, message",
+    [(["--dtype", "fp32"], "invalid choice"), (["--max-batch", "0"], "positive integer"), (["--tp-size", "0"], "positive integer"),
+     (["--tp-size", "two"], "positive integer"), (["--select-impl", "triton"], "invalid choice"),
+     (["--max-new-tokens", ""], "positive integer")],
+)
 def test_bad_arguments_one_line(capsys, tiny_dirs, tmp_path, argv, message) -> None:
     with pytest.raises(SystemExit) as exit_info:
         build_main(["--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), *argv])
@@ -169,24 +195,15 @@ def test_max_visual_tokens_bounds_the_pruned_count(tiny_dirs, two_images) -> Non
 
 
 @needs_export
-def test_hivtp_cli_has_build(capsys, tiny_dirs, tmp_path) -> None:
-    from hivtp import cli
-
-    code = cli.main(["build", "--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), "--onnx-only"])
-    assert code == 0 and (tmp_path / "o" / MANIFEST_NAME).is_file()
+def test_hivtp_cli_has_build(default_build) -> None:
+    code, _, out = default_build
+    assert code == 0 and (out / MANIFEST_NAME).is_file()
 
 
-def _missing_for_engines() -> str | None:
-    if not HAVE_TRT:
-        return "needs tensorrt 10.14 and tensorrt_llm 1.2.1 (not installed)"
-    if not torch.cuda.is_available():
-        return "needs a CUDA GPU"
-    if not os.environ.get(pipeline.PLUGIN_ENV):
-        return f"needs ${pipeline.PLUGIN_ENV} (libhivtp_plugin.so)"
-    return None
+NO_ENGINE_BUILD = lacking("tensorrt 10.14 and tensorrt_llm 1.2.1", HAVE_TRT, pipeline.PLUGIN_ENV)
 
 
-@pytest.mark.skipif(_missing_for_engines() is not None, reason=str(_missing_for_engines()))
+@pytest.mark.skipif(bool(NO_ENGINE_BUILD), reason=NO_ENGINE_BUILD)
 def test_full_build_with_tensorrt(capsys, tiny_dirs, tmp_path) -> None:
     out = tmp_path / "out"
     code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--max-batch", "2", "--max-text-len", "64",
@@ -198,10 +215,9 @@ def test_full_build_with_tensorrt(capsys, tiny_dirs, tmp_path) -> None:
 
 
 @needs_export
-def test_default_limits_fit_the_model_positions(capsys, tiny_dirs, tmp_path) -> None:
+def test_default_limits_fit_the_model_positions(default_build) -> None:
     """Defaults (512 text + 32 visual + 512 new = 1056) exceed the tiny model's 1024 positions: capped, not built past."""
-    out = tmp_path / "out"
-    code, err = run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only")
+    code, err, out = default_build
     assert code == 0, err
     facts = check_manifest(out)["build"]
     assert facts["max_position_embeddings"] == 1024
@@ -235,11 +251,11 @@ def test_plugin_free_onnx_only_build(capsys, tiny_dirs, tmp_path) -> None:
 
 
 @needs_export
-def test_default_export_is_in_the_engine_dtype(capsys, tiny_dirs, tmp_path) -> None:
+def test_default_export_is_in_the_engine_dtype(default_build) -> None:
     import onnx
 
-    out = tmp_path / "out"
-    assert run(capsys, "--model", tiny_dirs["llava"], "--output", out, "--onnx-only")[0] == 0
+    code, _, out = default_build
+    assert code == 0
     graph = onnx.load(str(out / "vision" / "model.onnx")).graph
     assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT16
     assert check_manifest(out)["build"]["select_impl"] == "plugin"
@@ -257,12 +273,3 @@ def test_build_refuses_before_any_stage(capsys, tiny_dirs, tmp_path, argv, messa
     assert code == 2 and message in one_error_line(err)
     assert not out.exists() and not leftovers(tmp_path)
 
-
-@pytest.mark.parametrize(
-    "argv, message", [(["--tp-size", "0"], "positive integer"), (["--tp-size", "two"], "positive integer"),
-                      (["--select-impl", "triton"], "invalid choice"), (["--max-new-tokens", ""], "positive integer")],
-)
-def test_new_options_refuse_bad_values(capsys, tiny_dirs, tmp_path, argv, message) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        build_main(["--model", str(tiny_dirs["llava"]), "--output", str(tmp_path / "o"), *argv])
-    assert exit_info.value.code == 2 and message in one_error_line(capsys.readouterr().err)

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-from helpers import cli_exit_code
+from helpers import cli_exit_code, run_cli
 
 from hivtp.cli import main
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "hivtp.cli", *args], capture_output=True, text=True, timeout=300)
-
-
 def test_demo_runs_offline_and_reports_tokens_and_ttft() -> None:
-    result = run_cli("generate", "--max-new-tokens", "3")
+    result = run_cli("generate", "--max-new-tokens", "3", timeout=300)
     assert result.returncode == 0, result.stderr
     assert "shipped tiny LLaVA-1.5" in result.stdout and "answer: red\n" in result.stdout
     assert "visual tokens kept: 32 / 64 (paper mode)" in result.stdout

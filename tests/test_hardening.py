@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import io
 import json
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -16,7 +14,7 @@ import torch
 from PIL import Image
 
 import hivtp
-from helpers import cli_exit_code
+from helpers import cli_exit_code, encoded
 from hivtp.build import pipeline
 from hivtp.build.manifest import MANIFEST_NAME, read_manifest
 from hivtp.build.staging import exchange, recover, staging
@@ -27,12 +25,6 @@ from hivtp.outputs import fresh_name
 
 
 # ---- images ----------------------------------------------------------------------------------------
-
-
-def encoded(image: Image.Image, fmt: str = "PNG", **save) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, fmt, **save)
-    return buffer.getvalue()
 
 
 def test_16_bit_greyscale_keeps_its_range(tmp_path) -> None:

@@ -6,7 +6,6 @@ import importlib
 from pathlib import Path
 
 import pytest
-import torch
 
 from hivtp.plugins import reference
 from hivtp.plugins.kernels import aot

@@ -11,8 +11,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from helpers import torch_vision
 from hivtp import HIVTPConfig
-from hivtp.runtime.hf import select_and_project, prune_inputs
+from hivtp.runtime.hf import prune_inputs
 from hivtp.runtime.layout import crops_per_image, flatten_crops, split_kept
 from hivtp.runtime.prompt_table import build_prompt_tables, pruned_layout
 
@@ -65,17 +66,6 @@ def test_lookup_rule_reproduces_torch_inputs_embeds(tiny, two_images, budget, tw
         original = inputs["input_ids"][b][inputs["attention_mask"][b].bool()]
         text = original != model.config.image_token_id
         assert torch.equal(ids[ids < vocab], original[text]), "text ids unchanged, in order"
-
-
-def torch_vision(model, config):
-    """The vision engine's contract (pixel_values -> selected, counts, indices) computed by the torch reference:
-    a stand-in for the engine's *numbers*, so that the host-side assembly around it is tested on the CPU."""
-
-    def run(pixel_values: torch.Tensor):
-        _, indices, counts, selected = select_and_project(model, pixel_values, config)
-        return selected, counts.to(torch.int32), indices.to(torch.int32)  # the engine's int32 outputs
-
-    return run
 
 
 @torch.inference_mode()

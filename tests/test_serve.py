@@ -22,7 +22,8 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.client import GrpcSession, Question, ask_http, ask_http_stream, grpc_inputs
 from hivtp.runtime.triton.repository import TORCH_LLM, VISION, ServeOptions
 from hivtp.runtime.triton.serve import LaunchOptions, running_server
-from serve_support import HOST, alive, free_ports, png_bytes, process_tree, run_cli, sample_variants, serving_setup
+from helpers import run_cli
+from serve_support import HOST, alive, free_ports, png_bytes, process_tree, sample_variants, serving_setup
 
 PROMPTS = ("what color is the circle ?", "describe the picture .")
 MAX_TOKENS = 16  # = hivtp generate's default

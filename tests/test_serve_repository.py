@@ -25,7 +25,8 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.repository import (
     ENSEMBLE, LISTING, TORCH_LLM, TRTLLM, VISION, VISION_PLAN, ServeOptions, repository_models, write_repository,
 )
-from serve_support import HOST, free_ports, png_bytes, run_cli, sample_variants, serving_setup
+from helpers import cli_result, run_cli, torch_vision
+from serve_support import HOST, free_ports, png_bytes, sample_variants, serving_setup
 
 
 def parse(text: str):
@@ -153,17 +154,6 @@ def test_engine_outputs_that_cannot_be_served_are_refused(tmp_path) -> None:
         repository_models(ServeOptions(engine_dir=tmp_path))
 
 
-def torch_vision_engine(model, config):
-    """The vision engine's contract computed by the torch reference (as tests/test_prompt_table.py does)."""
-    from hivtp.runtime.hf import select_and_project
-
-    def run(pixel_values):
-        _, indices, counts, selected = select_and_project(model, pixel_values, config)
-        return selected, counts.to(torch.int32), indices.to(torch.int32)
-
-    return run
-
-
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
 def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> None:
     """Preprocessing + EngineVision, one request at a time then batched, give the fake ids and fp16 prompt
@@ -176,14 +166,16 @@ def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> No
     from hivtp.runtime.triton.models import EngineVision, Preprocessing
 
     model, processor = load_llava(shipped_model(kind), dtype="float32")
-    engine = torch_vision_engine(model, HIVTPConfig())
-    images = sample_variants()[:2] + sample_variants()[5:6]
+    engine = torch_vision(model, HIVTPConfig())
+    variants = sample_variants()
+    images = variants[:2] + variants[5:6]
     prompts = ["what color is the circle ?", "describe the picture .", "how many shapes are there ?"]
+    models = repository_models(ServeOptions(engine_dir=engine_outputs[kind]))
     pre = Preprocessing()
-    pre.params = json_params(repository_models(ServeOptions(engine_dir=engine_outputs[kind]))["preprocessing"][0])
+    pre.params = json_params(models["preprocessing"][0])
     pre.setup()
     vision = EngineVision()
-    vision.params = json_params(repository_models(ServeOptions(engine_dir=engine_outputs[kind]))[VISION][0])
+    vision.params = json_params(models[VISION][0])
     vision.device = torch.device("cpu")
     vision.setup()
     vision.run_plan = engine
@@ -256,25 +248,29 @@ def test_server_loader_reads_the_engine_repository(engine_outputs, tmp_path) -> 
         server.stop()
 
 
-def test_repository_only_writes_and_never_replaces_unasked(tmp_path) -> None:
+def test_repository_only_writes_and_never_replaces_unasked(tmp_path, capsys) -> None:
     target = tmp_path / "repo"
-    done = run_cli("serve", "--repository-only", str(target), "--instances", "2", "--budget", "8")
+    done = cli_result(capsys, "serve", "--repository-only", str(target), "--instances", "2", "--budget", "8")
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in target.iterdir()) == sorted([ENSEMBLE, "preprocessing", VISION, TORCH_LLM, "postprocessing", LISTING])
     assert "from hivtp.runtime.triton.models import TorchLLM" in (target / TORCH_LLM / "1" / "model.py").read_text()
     assert json_params((target / "preprocessing" / "config.pbtxt").read_text())["default_pruning"] == "8"
-    again = run_cli("serve", "--repository-only", str(target))
+    again = cli_result(capsys, "serve", "--repository-only", str(target))
     assert again.returncode == 2 and again.stderr.strip().splitlines() == [
         f"hivtp: error: {target} exists: pass --force to replace an earlier hivtp model repository"]
-    assert run_cli("serve", "--repository-only", str(target), "--force").returncode == 0
+    assert cli_result(capsys, "serve", "--repository-only", str(target), "--force").returncode == 0
     (target / "notes.txt").write_text("mine")  # --force never deletes what hivtp did not write
-    refused = run_cli("serve", "--repository-only", str(target), "--force")
+    refused = cli_result(capsys, "serve", "--repository-only", str(target), "--force")
     assert refused.returncode == 2 and "hivtp did not write (notes.txt)" in refused.stderr
     for folder in (tmp_path, tmp_path / "not-a-repository"):  # nor a folder that is not a repository of ours
         folder.mkdir(exist_ok=True)
-        refused = run_cli("serve", "--repository-only", str(folder), "--force")
+        refused = cli_result(capsys, "serve", "--repository-only", str(folder), "--force")
         assert refused.returncode == 2 and len(refused.stderr.strip().splitlines()) == 1
     assert (target / "notes.txt").read_text() == "mine"
+
+
+# run as subprocesses: a mistake in the checks would start a server inside the test process
+COULD_START_A_SERVER = [["serve", "--http-port", "9000", "--grpc-port", "9000"], ["serve", "--tritonserver", "/nonexistent"]]
 
 
 @pytest.mark.parametrize("argv, needle", [
@@ -292,16 +288,16 @@ def test_repository_only_writes_and_never_replaces_unasked(tmp_path) -> None:
     (["ask", "--budget", "-1"], "expected a positive integer"),
     (["bench", "--stage", "serve", "--random-init", "tiny"], "--stage serve serves a checkpoint"),
 ])
-def test_bad_command_lines_give_one_line(argv, needle) -> None:
-    done = run_cli(*argv)
+def test_bad_command_lines_give_one_line(argv, needle, capsys) -> None:
+    done = run_cli(*argv) if argv in COULD_START_A_SERVER else cli_result(capsys, *argv)
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("hivtp: error:") and needle in lines[0], done.stderr
 
 
-def test_ask_without_a_server_says_so_in_one_line() -> None:
+def test_ask_without_a_server_says_so_in_one_line(capfd) -> None:
     pytest.importorskip("tritonclient.grpc")
     port = free_ports().grpc
-    done = run_cli("ask", "--url", f"{HOST}:{port}", "--timeout", "20")
+    done = cli_result(capfd, "ask", "--url", f"{HOST}:{port}", "--timeout", "20")
     lines = done.stderr.strip().splitlines()
     assert done.returncode == 2 and len(lines) == 1 and lines[0].startswith("hivtp: error:"), done.stderr
 

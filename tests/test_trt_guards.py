@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
+from helpers import lacking
 from hivtp.build.tensorrt_engine import build_vision_engine, load_vision_engine
 from hivtp.build.trtllm_decoder import build_decoder_engine, check_decoder_limits, trtllm_build_args
 from hivtp.demo import sample_image_path
@@ -41,13 +42,6 @@ without_trt = pytest.mark.skipif(HAVE_TRT, reason="tensorrt is installed: the mi
 without_trtllm = pytest.mark.skipif(HAVE_TRTLLM, reason="tensorrt_llm is installed: the missing-package error cannot occur")
 PLUGIN = os.environ.get("HIVTP_PLUGIN_LIB")
 ENGINES = os.environ.get("HIVTP_ENGINE_DIR")
-
-
-def lacking(package: str, have: bool, env: str) -> str:
-    """The skip reason: exactly what this machine lacks for a real-engine test ('' when nothing)."""
-    lacks = [f"{package} (not installed)" * (not have), "a CUDA GPU (none here)" * (not torch.cuda.is_available()),
-             f"${env} (not set)" * (not os.environ.get(env))]
-    return "needs " + ", ".join(x for x in lacks if x) if any(lacks) else ""
 
 
 NO_TRT_RUN = lacking("tensorrt 10.14", HAVE_TRT, "HIVTP_PLUGIN_LIB")
