@@ -139,6 +139,7 @@ def compare(model: Any, processor: Any, onnx_path: str | Path, images: list[Imag
 
 def main(argv: Sequence[str] | None = None) -> int:
     from hivtp.args import OneLineParser, path
+    from hivtp.cli import one_line_errors
     from hivtp.demo import sample_image_path
     from hivtp.loading import load_image, load_llava
 
@@ -147,20 +148,21 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--onnx", required=True, type=path, help="the exported vision ONNX (e.g. OUT/vision/model.onnx)")
     parser.add_argument("--image", action="append", type=path, help="image file(s) (default: the bundled sample image)")
     args = parser.parse_args(argv)
-    try:
+
+    def check() -> int:
         if not args.onnx.is_file():
             raise ValueError(f"ONNX file not found: {args.onnx}")
         images = [load_image(p) for p in args.image or [sample_image_path()]]
         model, processor = load_llava(args.model, dtype=torch.float32)
-        error = compare(model, processor, args.onnx, images)
-    except ValueError as err:
-        print(f"hivtp: error: {err}", file=sys.stderr)
-        return 2
-    except AssertionError as err:
-        print(f"ORT graph differs from the torch backend: {str(err).splitlines()[0]}", file=sys.stderr)
-        return 1
-    print(f"ORT graph = torch backend: indices and counts equal, max |feature diff| {error:.2e}")
-    return 0
+        try:
+            error = compare(model, processor, args.onnx, images)
+        except AssertionError as err:
+            print(f"ORT graph differs from the torch backend: {str(err).splitlines()[0]}", file=sys.stderr)
+            return 1
+        print(f"ORT graph = torch backend: indices and counts equal, max |feature diff| {error:.2e}")
+        return 0
+
+    return one_line_errors(check)
 
 
 if __name__ == "__main__":

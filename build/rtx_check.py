@@ -157,7 +157,6 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except ValueError as err:
-        sys.exit(f"hivtp: error: {err}")
+    from hivtp.cli import one_line_errors
+
+    sys.exit(one_line_errors(main))

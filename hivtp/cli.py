@@ -43,9 +43,19 @@ def quiet_libraries() -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     run: Callable[[argparse.Namespace], None] = args.run
-    try:
+
+    def command() -> None:
         quiet_libraries()
         run(args)
+
+    return one_line_errors(command)
+
+
+def one_line_errors(command: Callable[[], int | None]) -> int:
+    """Run a command body -> its exit code (None: 0); bad input or an OS error: one `hivtp: error:` line and 2,
+    Ctrl-C: 130. Every hivtp entry point (the CLI, scripts/, `python -m` tools) ends this way."""
+    try:
+        code = command()
     except ValueError as err:
         print(f"hivtp: error: {err}", file=sys.stderr)
         return 2
@@ -56,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("hivtp: interrupted", file=sys.stderr)
         return 130
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -74,4 +74,6 @@ def main() -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from hivtp.cli import one_line_errors
+
+    sys.exit(one_line_errors(main))

@@ -3,6 +3,7 @@
 import sys
 
 from hivtp.args import OneLineParser
+from hivtp.cli import one_line_errors
 from hivtp.lmms import SHAPES_TASK, tasks_dir
 
 
@@ -13,12 +14,7 @@ def main(argv: list[str] | None = None) -> int:
                     f"`python -m lmms_eval --include_path \"$(python -m hivtp.lmms)\" --tasks {SHAPES_TASK} ...`.",
     )
     parser.parse_args(argv)
-    try:
-        print(tasks_dir())
-    except ValueError as err:
-        print(f"hivtp: error: {err}", file=sys.stderr)
-        return 2
-    return 0
+    return one_line_errors(lambda: print(tasks_dir()))
 
 
 if __name__ == "__main__":
