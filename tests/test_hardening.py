@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -240,3 +242,16 @@ def test_every_option_has_help() -> None:
     for name, sub in subparsers.items():
         for action in sub._actions:
             assert action.help, f"hivtp {name} {action.option_strings} has no help text"
+
+
+@pytest.mark.parametrize("argv", [
+    ["-m", "hivtp.build.rtx_check", "--json", "{dir}"],
+    ["-m", "hivtp.build.ort_check", "--model", "{dir}", "--onnx", "{dir}/missing.onnx"],
+    ["-m", "hivtp.lmms", "--tasks"],
+    [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "0"],
+])
+def test_other_entry_points_refuse_in_one_line(argv, tmp_path) -> None:
+    """`python -m` tools and scripts end as the CLI does (hivtp.cli.one_line_errors): one line, exit 2."""
+    done = subprocess.run([sys.executable, *[a.format(dir=tmp_path) for a in argv]], capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("hivtp: error: ") and done.stderr.count("\n") == 1, done.stderr
