@@ -74,6 +74,27 @@ class VisionPath(torch.nn.Module):
         return self.projector(selected), counts, indices  # [B, Kmax, D], [B], [B, Kmax]
 
 
+class Fp32PatchConv(torch.nn.Module):
+    """A bf16 tower's patch convolution, run in fp32 between two casts: ONNX opset 18 has no bf16 Conv.
+
+    Everything else of a bf16 export is bf16, so the engine is strongly typed bf16 with one fp32 island
+    (one conv, well under 1% of the tower's FLOPs). CLIPVisionEmbeddings casts pixel_values to
+    `patch_embedding.weight.dtype` before the call, hence the fp32 `weight` seen from outside.
+    """
+
+    def __init__(self, conv: torch.nn.Conv2d, out_dtype: torch.dtype) -> None:
+        super().__init__()
+        self.conv = conv.float()
+        self.out_dtype = out_dtype
+
+    @property
+    def weight(self) -> torch.Tensor:
+        return self.conv.weight
+
+    def forward(self, pixel_values: torch.Tensor) -> torch.Tensor:  # [B, 3, S, S] -> [B, Dv, S/p, S/p]
+        return self.conv(pixel_values.float()).to(self.out_dtype)
+
+
 @dataclass(frozen=True)
 class ExportedVision:
     path: Path  # the .onnx file (weights beside it in `<name>.data` when large)
@@ -94,14 +115,17 @@ def export_vision(
 
     dtype: the ONNX's weight and activation type (None: the model's), which is the engine's precision:
     `hivtp build` exports in its --dtype and TensorRT builds a strongly typed network from it. Scores
-    are fp32 in every dtype. The onnxruntime check runs fp32 (and fp16) exports. The model itself is
+    are fp32 in every dtype; bf16 runs its patch conv in fp32 (`Fp32PatchConv`). The model itself is
     not changed (a cast works on a copy).
     """
     path = Path(path)
     module = VisionPath(model, config, select_impl).eval()
-    if dtype is not None and dtype != next(module.parameters()).dtype:
+    dtype = next(module.parameters()).dtype if dtype is None else dtype
+    if dtype != next(module.parameters()).dtype or dtype == torch.bfloat16:
         module = copy.deepcopy(module).to(dtype)
-    dtype = next(module.tower.parameters()).dtype
+    if dtype == torch.bfloat16:
+        embeddings = clip_core(module.tower).embeddings
+        embeddings.patch_embedding = Fp32PatchConv(embeddings.patch_embedding, dtype)
     side = module.image_size
     # batch 2 in the example: torch.export specialises a dimension whose example size is 1
     example = torch.zeros(2, 3, side, side, dtype=dtype, device=next(module.parameters()).device)

@@ -29,7 +29,7 @@ from hivtp.outputs import check_build_output
 
 SUPPORTED = {"tensorrt": ("TensorRT", "10.14"), "tensorrt_llm": ("TensorRT-LLM", "1.2.1")}
 SUPPORTED_TEXT = "TensorRT 10.14, TensorRT-LLM 1.2.1"
-DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name (tensorrt_engine.onnx_dtype: the ONNX's)
+DTYPES = {"fp16": "float16", "bf16": "bfloat16"}  # CLI name -> the engine builders' name (and the ONNX's)
 SELECT_IMPLS = ("plugin", "onnx")  # = hivtp.build.standard_ops.SELECT_IMPLS (this module stays light)
 PLUGIN_ENV = "HIVTP_PLUGIN_LIB"
 TEXT_LEN, NEW_TOKENS = 512, 512  # defaults of --max-text-len / --max-new-tokens (capped by the model's positions)
@@ -128,19 +128,18 @@ def _builder(module: str, function: str) -> Callable[..., Any]:
 
 
 def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
-    """Load the checkpoint, export the vision ONNX in the engine's dtype (strong typing; bf16: fp32), keep NeXT's newline."""
+    """Load the checkpoint, export the vision ONNX in the engine's dtype (strong typing), keep NeXT's newline."""
     import torch
     from safetensors.torch import save_file
 
     from hivtp.build.export import export_vision
     from hivtp.build.manifest import IMAGE_NEWLINE_FILE
-    from hivtp.build.tensorrt_engine import onnx_dtype
     from hivtp.loading import load_llava
 
     model, _ = load_llava(options.model_dir, dtype="auto")
     vision_batch = options.max_batch * max_crops(model.config)
     exported = export_vision(
-        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, onnx_dtype(DTYPES[options.dtype])),
+        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, DTYPES[options.dtype]),
         select_impl=options.select_impl,
     )
     if model.config.model_type == "llava_next":

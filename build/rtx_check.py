@@ -137,7 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     parser = OneLineParser(prog="python -m hivtp.build.rtx_check", description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="llava,llava_next", help=f"comma-separated, of {', '.join(MODELS)}")
-    parser.add_argument("--dtype", choices=("float16", "float32"), default="float16", help="engine precision (strongly typed)")
+    parser.add_argument("--dtype", choices=("float16", "bfloat16", "float32"), default="float16", help="engine precision (strongly typed)")
     parser.add_argument("--max-batch", type=positive_int, default=8, help="the profile's max batch (min 1, opt max_batch // 2)")
     parser.add_argument("--json", type=path,
                         help="output JSON path (default: a new file in the per-user results folder; the committed one: results/build/)")

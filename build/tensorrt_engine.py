@@ -32,10 +32,6 @@ SUPPORTED_TENSORRT = "10.14"
 DTYPES = ("float16", "bfloat16", "float32")  # engine precisions
 
 
-def onnx_dtype(dtype: str) -> str:
-    """The dtype the vision ONNX is exported in for a `dtype` engine: its own, except bf16 (opset 18 has no bf16 Conv)."""
-    return "float32" if dtype == "bfloat16" else dtype
-
 _loaded_libraries: dict[str, object] = {}  # resolved path -> handle: one registration per process
 
 
@@ -122,10 +118,9 @@ def build_vision_engine(
     """Parse the vision ONNX and serialize a strongly typed TensorRT plan to engine_path; returns its size in bytes.
 
     plugin_library: libhivtp_plugin.so for a graph with hivtp plugin nodes, registered before the parse;
-    None for the plugin-free graph (`--select-impl onnx`). dtype: the engine's precision. float16 and
-    float32: a strongly typed network from a graph exported in that dtype (checked: a graph of another
-    dtype is refused, not silently built in it); bfloat16: the fp32 graph with the BF16 builder flag
-    (`onnx_dtype` says which graph each needs). Input 0 gets one optimisation profile over the
+    None for the plugin-free graph (`--select-impl onnx`). dtype: the engine's precision, which is the
+    graph's own: a strongly typed network from a graph exported in that dtype (checked: a graph of
+    another dtype is refused, not silently built in it). Input 0 gets one optimisation profile over the
     batch: min 1, opt max(1, max_batch // 2), max max_batch, each image `image_shape` = (channels,
     height, width). tensorrt_module: None = TensorRT 10.14 (`import tensorrt`, version checked); or a
     module with the same Python API (TensorRT-RTX). The caller places the file atomically.
@@ -152,12 +147,8 @@ def build_vision_engine(
     builder = trt.Builder(logger)  # python/src/infer/pyCore.cpp:1896
     # NetworkDefinitionCreationFlag.STRONGLY_TYPED (pyCore.cpp:1887; NvInfer.h kSTRONGLY_TYPED): every tensor keeps
     # the type the ONNX gives it, so the exported graph decides the precision (BuilderFlag kFP16 / kBF16: "Deprecated
-    # in TensorRT 10.12. Superseded by strong typing.", NvInfer.h enum BuilderFlag @v10.14). Except bf16: ONNX
-    # opset 18 (the exporter's) has no bf16 Conv, so a bf16 engine is built from the fp32 graph with the BF16 flag.
-    graph = onnx_dtype(dtype)
-    strongly_typed = graph == dtype
-    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strongly_typed else 0
-    network = builder.create_network(flags)  # pyCore.cpp:1901
+    # in TensorRT 10.12. Superseded by strong typing.", NvInfer.h enum BuilderFlag @v10.14)
+    network = builder.create_network(1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED))  # pyCore.cpp:1901
     parser = trt.OnnxParser(network, logger)  # python/src/parsers/pyOnnx.cpp:188
     # parse_from_file (pyOnnx.cpp:195) also finds external weights stored next to the .onnx file
     if not parser.parse_from_file(str(onnx_path)) or parser.num_errors:
@@ -167,15 +158,13 @@ def build_vision_engine(
     dims = [image.shape[i] for i in range(len(image.shape))]  # -1 = dynamic
     if len(dims) != 4 or any(d > 0 and d != want for d, want in zip(dims[1:], image_shape)):
         raise ValueError(f"the ONNX input {image.name!r} has shape {dims}, expected [batch, *{list(image_shape)}]")
-    graph_dtype = {"float16": trt.DataType.HALF, "float32": trt.DataType.FLOAT}[graph]
+    graph_dtype = {"float16": trt.DataType.HALF, "bfloat16": trt.DataType.BF16, "float32": trt.DataType.FLOAT}[dtype]
     if image.dtype != graph_dtype:  # ITensor.dtype: python/src/infer/pyGraph.cpp:359
         raise ValueError(
             f"{onnx_path} was exported in {image.dtype}, but a {dtype} engine is built from a {graph_dtype} graph "
             "(strongly typed: the graph's own dtype is the engine's precision)"
         )
     config = builder.create_builder_config()  # pyCore.cpp:1913
-    if not strongly_typed:
-        config.set_flag(trt.BuilderFlag.BF16)  # pyCore.cpp:1666 (deprecated, still accepted by 10.14)
     profile = builder.create_optimization_profile()  # pyCore.cpp:1909
     # IOptimizationProfile.set_shape(input, min, opt, max): pyCore.cpp:1084
     profile.set_shape(

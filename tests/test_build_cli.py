@@ -247,7 +247,16 @@ def test_plugin_free_onnx_only_build(capsys, tiny_dirs, tmp_path) -> None:
     assert facts["select_impl"] == "onnx" and facts["tp_size"] == 1 and manifest["plugin_library"] is None
     graph = onnx.load(str(out / facts["onnx"])).graph
     assert {n.domain for n in graph.node} == {""}
-    assert graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.FLOAT  # bf16 engines: fp32 graph + BF16 flag
+    # strongly typed bf16: a bf16 graph whose one fp32 island is the patch conv (opset 18 has no bf16 Conv)
+    types = {v.name: v.type.tensor_type.elem_type for v in [*graph.input, *graph.value_info]}
+    types.update({t.name: t.data_type for t in graph.initializer})
+    assert types[graph.input[0].name] == onnx.TensorProto.BFLOAT16
+    (conv,) = [n for n in graph.node if n.op_type == "Conv"]
+    assert {types[name] for name in conv.input} == {onnx.TensorProto.FLOAT}
+    # every MatMul of the tower and projector is bf16; the scores' own Q K^T are fp32 by design (in every dtype)
+    fp32 = {n.name for n in graph.node if n.op_type == "MatMul" and types[n.input[0]] == onnx.TensorProto.FLOAT}
+    bf16 = {n.name for n in graph.node if n.op_type == "MatMul" and types[n.input[0]] == onnx.TensorProto.BFLOAT16}
+    assert len(fp32) == len(manifest["hivtp_config"]["score_layers"]) and len(bf16) > 4 * len(fp32)
 
 
 @needs_export

@@ -42,13 +42,15 @@ def shipped() -> dict[str, object]:
     return {kind: load_llava(shipped_model(kind), dtype=torch.float32)[0] for kind in ("llava", "llava_next")}
 
 
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 @pytest.mark.parametrize("mode", list(MODES))
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
-def test_shipped_models_parse_and_build(shipped, kind, mode, tmp_path) -> None:
-    row = build_one(RTX, shipped[kind], kind, mode, MODES[mode], torch.float16, 4, tmp_path)
+def test_shipped_models_parse_and_build(shipped, kind, mode, dtype, tmp_path) -> None:
+    """Strongly typed in both engine dtypes (bf16 included: its graph is bf16 but for the fp32 patch conv)."""
+    row = build_one(RTX, shipped[kind], kind, mode, MODES[mode], dtype, 4, tmp_path)
     engine = tmp_path / f"{kind}-{mode}.engine"
     assert engine.is_file() and abs(engine.stat().st_size / 1e6 - row.engine_mb) < 0.01
-    assert row.kmax == (32 if mode == "paper" else 16)
+    assert row.kmax == (32 if mode == "paper" else 16) and row.dtype == str(dtype).removeprefix("torch.")
 
 
 def test_clip_l_tower_with_a_dynamic_batch_profile(tmp_path) -> None:
@@ -75,8 +77,9 @@ def test_the_plugin_graph_fails_to_parse_with_every_error_listed(shipped, tmp_pa
 def test_a_graph_of_another_dtype_is_refused(shipped, tmp_path) -> None:
     """Strong typing: the graph's dtype is the engine's precision, so an fp32 graph is no fp16 engine."""
     info = export_vision(shipped["llava"], MODES["budget"], tmp_path / "fp32.onnx", 4, select_impl="onnx")
-    with pytest.raises(ValueError, match="exported in .*FLOAT.* float16 engine"):
-        build_vision_engine(info.path, tmp_path / "x.engine", None, 4, "float16", (3, 112, 112), tensorrt_module=RTX)
+    for engine_dtype in ("float16", "bfloat16"):  # (bf16 used to mean the fp32 graph with the BF16 flag)
+        with pytest.raises(ValueError, match=f"exported in .*FLOAT.* {engine_dtype} engine"):
+            build_vision_engine(info.path, tmp_path / "x.engine", None, 4, engine_dtype, (3, 112, 112), tensorrt_module=RTX)
     with pytest.raises(ValueError, match=r"has shape .* expected \[batch, \*\[3, 224, 224\]\]"):
         build_vision_engine(info.path, tmp_path / "x.engine", None, 4, "float32", (3, 224, 224), tensorrt_module=RTX)
     assert build_vision_engine(info.path, tmp_path / "x.engine", None, 4, "float32", (3, 112, 112), tensorrt_module=RTX) > 0
