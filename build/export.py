@@ -22,6 +22,7 @@ from typing import Any
 
 import onnx
 import torch
+from google.protobuf.message import DecodeError
 
 from hivtp.build import ops
 from hivtp.build.standard_ops import SELECT_IMPLS, StandardSelection, attention_scores
@@ -151,7 +152,11 @@ def export_vision(
 
 def exported_config(path: str | Path) -> HIVTPConfig:
     """The HIVTPConfig an exported file was built with (its `hivtp.config` metadata)."""
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except DecodeError:
+        raise ValueError(f"{path} is not an ONNX file (it does not parse as an ONNX model)") from None
+    metadata = {p.key: p.value for p in model.metadata_props}
     if "hivtp.config" not in metadata:
         raise ValueError(f"{path} is not a hivtp vision export: no hivtp.config metadata")
     return HIVTPConfig.from_dict(json.loads(metadata["hivtp.config"]))

@@ -95,6 +95,31 @@ def test_onnxruntime_matches_torch(exported, tiny_dirs, two_images, kind, mode) 
     assert error < 1e-4
 
 
+@pytest.mark.parametrize("kind", ["llava", "llava_next"])
+def test_the_default_build_graph_checks_on_onnxruntime(tiny_dirs, two_images, kind, tmp_path) -> None:
+    """fp16 with plugin nodes (what `hivtp build` writes by default): Casts around the fp32 reference ops, and the
+    fp32 torch backend as the truth: indices and counts exact, features to fp16's precision."""
+    pytest.importorskip("onnxruntime_extensions")
+    from hivtp.build.ort_check import compare
+
+    model, processor = load_llava(tiny_dirs[kind], dtype=torch.float32)
+    info = export_vision(model, CONFIGS["budget"], tmp_path / "fp16.onnx", max_batch=8, dtype=torch.float16)
+    assert 0 < compare(model, processor, info.path, two_images) < 0.05
+
+
+def test_ort_check_refuses_what_it_cannot_run_in_one_line(tiny_dirs, tmp_path, capsys) -> None:
+    pytest.importorskip("onnxruntime_extensions")
+    from hivtp.build.ort_check import main
+
+    model, _ = load_llava(tiny_dirs["llava"], dtype=torch.float32)
+    bf16 = export_vision(model, CONFIGS["paper"], tmp_path / "bf16.onnx", max_batch=2, dtype=torch.bfloat16).path
+    (tmp_path / "garbage.onnx").write_bytes(b"\x00not an onnx model")
+    for path, reason in [(bf16, "is a bf16 graph"), (tmp_path / "garbage.onnx", "is not an ONNX file")]:
+        assert main(["--model", str(tiny_dirs["llava"]), "--onnx", str(path)]) == 2
+        err = capsys.readouterr().err
+        assert err.startswith("hivtp: error: ") and err.count("\n") == 1 and reason in err, err
+
+
 def test_batch_rows_are_independent(exported, tiny_dirs) -> None:
     """Dynamic batch: one image alone = the same image inside a batch of 3."""
     pytest.importorskip("onnxruntime_extensions")
