@@ -9,7 +9,7 @@ results/gpu/targets-<device>-<date>.json. Targets:
 - TTFT <= 1.05 x bound (vision + LLM prefill alone at the pruned length) in every e2e row;
 - LLaVA-1.5 paper mode TTFT at least 40% below full at batch 1 with --compile;
 - hivtp vision path <= 1.02 x the floor (the CPU target; reported for any device).
-Exits 1 when a file is missing or unreadable; a missed target is reported, not an error.
+A missing or unreadable file: one `hivtp: error:` line and exit 2; a missed target is reported, not an error.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any
 
 from hivtp.bench_e2e import TTFT_TARGET
 from hivtp.bench_vision import FLOOR_TARGET
+from hivtp.cli import one_line_errors
 from hivtp.timing import write_json
 
 REPO = Path(__file__).resolve().parents[1]
@@ -59,28 +60,28 @@ def targets_of(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     return found
 
 
-def main(argv: list[str]) -> int:
+def judge_files(argv: list[str]) -> None:
     if not argv:
-        print("gpu_targets.py: pass the result files (JSON) of one run")
-        return 2
+        raise ValueError("gpu_targets.py: pass the result files (JSON) of one run")
     results, meta = [], {}
     for name in argv:
         path = Path(name)
         try:
             record = json.loads(path.read_text())
         except (OSError, ValueError) as err:
-            print(f"gpu_targets.py: cannot read {path}: {err}")
-            return 1
+            raise ValueError(f"gpu_targets.py cannot read {path}: {err}") from None
+        try:
+            results += targets_of(path, record)
+        except (AttributeError, KeyError, TypeError) as err:  # a list, a record without rows, ...
+            raise ValueError(f"{path} is not a result file of hivtp bench or gpu_check_kernels ({err!r})") from None
         meta = meta or {key: record.get(key) for key in ("device", "date_utc", "commit", "torch", "transformers")}
-        results += targets_of(path, record)
     width = max((len(r["target"]) for r in results), default=10)
     for r in results:
         print(f"{r['target']:<{width}}  {r['value']:>9.4f}  {r['goal']:>8}  {'met' if r['met'] else 'MISSED'}")
     device = re.sub(r"[^A-Za-z0-9]+", "-", str(meta.get("device"))).strip("-").lower()
     out = REPO / "results" / "gpu" / f"targets-{device}-{str(meta.get('date_utc'))[:10]}.json"
     print(write_json(out, {**meta, "targets": results}))
-    return 0
 
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(one_line_errors(lambda: judge_files(sys.argv[1:])))

@@ -55,3 +55,19 @@ def test_the_judge_reads_the_committed_result_files() -> None:
         judged = judge.targets_of(results / name, record)
         assert [j["met"] for j in judged] == [row["meets_target"] for row in record["rows"]], name
         assert all(j["source"] == name and j["goal"].startswith("<=") for j in judged)
+
+
+@pytest.mark.parametrize("argv", [
+    ["gpu_targets.py"], ["gpu_targets.py", "{dir}/missing.json"], ["gpu_targets.py", "{dir}/list.json"],
+    ["gpu_targets.py", "{dir}/rowless.json"], ["gpu_check_kernels.py"],
+])
+def test_the_gpu_scripts_refuse_in_one_line(argv, tmp_path) -> None:
+    """No file, a bad file, no CUDA: one `hivtp: error:` line and exit 2, as every hivtp entry point."""
+    import sys
+
+    (tmp_path / "list.json").write_text("[]")
+    (tmp_path / "rowless.json").write_text('{"stage": "e2e"}')
+    command = [sys.executable, str(SCRIPT.parent / argv[0]), *[a.format(dir=tmp_path) for a in argv[1:]]]
+    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.startswith("hivtp: error: ") and done.stderr.count("\n") == 1, done.stderr

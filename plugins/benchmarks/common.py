@@ -46,7 +46,7 @@ def awkward_scores(batch: int, num_patches: int, seed: int, device: str | torch.
 def require_cuda(script: str) -> None:
     """GPU-only tools: one line and exit status 2 where there is no CUDA device."""
     if not torch.cuda.is_available():
-        print(f"{script}: needs a CUDA GPU and none is visible; nothing measured")
+        print(f"hivtp: error: {script} needs a CUDA GPU and none is visible; nothing measured", file=sys.stderr)
         sys.exit(2)
 
 
