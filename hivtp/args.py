@@ -7,7 +7,10 @@ for torch or transformers. Every type refuses bad text with a message that names
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -30,18 +33,29 @@ class OneLineParser(argparse.ArgumentParser):
         super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"hivtp: error: {message}\n")
+        self.exit(2, f"hivtp: error: {one_line(message)}\n")
 
 
-def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, refused as `expected <what>, got ...`."""
+def one_line(message: str) -> str:
+    """message with its line breaks and other control characters escaped (a path or a prompt may hold
+    a newline or a terminal escape): an error stays one line, and cannot repaint the user's terminal."""
+    def visible(char: str) -> str:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return char.encode("unicode_escape").decode("ascii")
+        return char
+
+    return "".join(map(visible, message))
+
+
+def int_at_least(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], refused as `expected <what>, got ...`."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]}")
         return value
 
     return parse
@@ -49,6 +63,9 @@ def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
+MAX_SECONDS = 86_400  # a day: longer waits are typos, and beyond what the platform's timers take
+seconds = int_at_least(1, f"a number of seconds in 1..{MAX_SECONDS}", MAX_SECONDS)
+seed = int_at_least(-(2**63), "a seed in -2**63..2**64-1", 2**64 - 1)  # what torch.manual_seed takes
 
 
 def ratio(text: str) -> float:
@@ -94,7 +111,13 @@ def path(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     if "\x00" in text:
         raise argparse.ArgumentTypeError(f"a path cannot contain a NUL byte: {text!r}")
-    return Path(text).expanduser()
+    given = Path(text).expanduser()
+    try:
+        os.stat(given)  # a symbolic-link loop anywhere in the path: nothing can be read or written through it
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise argparse.ArgumentTypeError(f"{text}: a symbolic link in this path points back to itself (a loop)") from None
+    return given
 
 
 CONFIG_OPTIONS = {  # HIVTPConfig field -> its option; unset options keep HIVTPConfig's own defaults

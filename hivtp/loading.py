@@ -20,12 +20,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
-from hivtp.config import HIVTPConfig
-from hivtp.outputs import read_json
+from hivtp.config import HIVTPConfig, is_int
+from hivtp.outputs import check_not_special, read_json
 
 MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNextForConditionalGeneration}
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~ 9459 x 9459), refused instead of warned
 DEVICE_TYPES = ("cpu", "cuda", "mps")
+MAX_LAYERS = 1000  # deeper than any released tower or LLM; a larger count is a typo that would take hours to build
 
 
 # ---- images ----------------------------------------------------------------------------------------
@@ -57,6 +58,8 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def _decode(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
     limit = min(max_pixels, MAX_IMAGE_PIXELS)  # above PIL's own threshold its warning would refuse it anyway
+    if isinstance(source, (str, Path)):
+        check_not_special(source, "image")
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -100,26 +103,53 @@ def checkpoint_type(directory: str | Path) -> str:
         raise ValueError(f"model directory not found: {directory}")
     data = read_json(config_path, f"{directory} is not a HF checkpoint: no config.json")
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in MODEL_CLASSES:
+    if not isinstance(model_type, str) or model_type not in MODEL_CLASSES:
         raise ValueError(f"{directory} holds a {model_type!r} model; HIVTP supports {sorted(MODEL_CLASSES)}")
     return model_type
 
 
+def _positive(config: Any, section: str, name: str, where: str, maximum: int | None = None) -> int:
+    value = getattr(config, name, None)
+    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+        raise ValueError(f"{where}: {section}.{name} must be a positive integer, got {value!r}")
+    if maximum is not None and value > maximum:
+        raise ValueError(f"{where}: {section}.{name} {value} is more than {maximum}")
+    return value
+
+
 def check_vision_config(vision_config: Any, where: str = "the checkpoint") -> None:
     """Impossible CLIP geometry (e.g. patch_size 0) -> one line, before any module is built."""
-    def positive(name: str) -> int:
-        value = getattr(vision_config, name, None)
-        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise ValueError(f"{where}: vision_config.{name} must be a positive integer, got {value!r}")
-        return value
+    def positive(name: str, maximum: int | None = None) -> int:
+        return _positive(vision_config, "vision_config", name, where, maximum)
 
     image_size, patch_size = positive("image_size"), positive("patch_size")
     hidden, heads = positive("hidden_size"), positive("num_attention_heads")
-    positive("num_hidden_layers")
+    positive("num_hidden_layers", MAX_LAYERS)
     if patch_size > image_size:
         raise ValueError(f"{where}: vision_config.patch_size {patch_size} is larger than image_size {image_size}")
     if hidden % heads:
         raise ValueError(f"{where}: vision_config.hidden_size {hidden} is not a multiple of its {heads} attention heads")
+
+
+def check_llava_config(config: Any, where: str) -> None:
+    """What the LLM and the tower-to-LLM link need (sizes, context, image token, feature layer): wrong values
+    here would otherwise surface as an IndexError deep in a forward pass, or a silent mismatch."""
+    check_vision_config(config.vision_config, where)
+    text = config.text_config
+    for name in ("hidden_size", "num_attention_heads", "vocab_size"):
+        _positive(text, "text_config", name, where)
+    _positive(text, "text_config", "num_hidden_layers", where, MAX_LAYERS)
+    if getattr(text, "max_position_embeddings", None) is not None:
+        _positive(text, "text_config", "max_position_embeddings", where)
+    token = getattr(config, "image_token_id", None)
+    if not is_int(token) or not 0 <= token < text.vocab_size:
+        raise ValueError(f"{where}: image_token_index must be a token id in 0..{text.vocab_size - 1}, got {token!r}")
+    states = config.vision_config.num_hidden_layers + 1  # hidden_states: the embeddings, then every layer's output
+    layer = config.vision_feature_layer
+    layers = layer if isinstance(layer, (list, tuple)) and layer else [layer]
+    if not all(is_int(x) and -states <= x < states for x in layers):
+        raise ValueError(f"{where}: vision_feature_layer must be a layer in {-states}..{states - 1} "
+                         f"(or a list of them) for a {states - 1}-layer tower, got {layer!r}")
 
 
 def checkpoint_config(directory: str | Path) -> Any:
@@ -130,7 +160,7 @@ def checkpoint_config(directory: str | Path) -> Any:
     except Exception as err:  # noqa: BLE001 - transformers 5 validates fields with huggingface_hub's own errors
         err = err.__cause__ or err
         raise ValueError(f"cannot read the config in {directory}: {str(err).splitlines()[0]}") from None
-    check_vision_config(config.vision_config, str(directory))
+    check_llava_config(config, str(directory))
     return config
 
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,20 @@ from typing import Any
 RESULTS_ENV = "HIVTP_RESULTS"
 
 
+def check_not_special(path: str | Path, what: str) -> None:
+    """Refuse a pipe, socket or device where a file is read: reading one blocks or never ends. A missing path
+    or a folder is left to the reader, which names it in its own words."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, socket or device)")
+
+
 def read_json(path: Path, missing: str) -> Any:
     """The JSON value in `path`, or one ValueError line: `missing` when there is no such file."""
+    check_not_special(path, "JSON file")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -54,7 +67,7 @@ def fresh_name(folder: Path, stem: str, suffix: str) -> Path:
 
 
 def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:  # lexists: a dangling link is there, in the way
         path = path.parent
     return path
 
@@ -62,6 +75,8 @@ def _nearest_existing(path: Path) -> Path:
 def check_writable_folder(folder: Path, option: str) -> None:
     """folder exists and we may create files in it, or it can be created under a folder we may write."""
     existing = _nearest_existing(folder)
+    if existing.is_symlink() and not existing.exists():
+        raise ValueError(f"{option}: cannot create {folder}: {existing} is a symbolic link to nothing ({os.readlink(existing)})")
     if not existing.is_dir():
         raise ValueError(f"{option}: cannot create {folder}: {existing} is a file, not a folder")
     try:  # a real probe: access() says yes to root on read-only mounts, /proc and /sys

@@ -173,7 +173,7 @@ def test_check_manifest_refuses_partial_or_malformed(world, name) -> None:
 
 
 IMAGES = ["empty_file", "text_file", "png_magic_only", "bomb_png", "wide_bomb_png", "zero_width_png", "html_as_png",
-          "truncated_png", "truncated_jpeg", "folder_named_png", "not_a_build"]
+          "truncated_png", "truncated_jpeg", "folder_named_png", "not_a_build", "fifo_png", "loop_png"]
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -194,7 +194,9 @@ def test_decode_image_refuses_what_is_not_bytes(data) -> None:
 CHECKPOINTS = ["empty_dir", "config_not_json", "config_is_a_list", "config_bert", "config_no_type", "config_binary",
                "patch_size_0", "patch_size_negative", "patch_size_string", "patch_larger_than_image", "image_size_0",
                "hidden_not_divisible", "layers_0", "hidden_mismatch", "text_hidden_mismatch", "fewer_text_layers_in_weights",
-               "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file"]
+               "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file", "fifo_config",
+               "model_type_list", "feature_layer_beyond", "feature_layer_string", "context_string", "vocab_0",
+               "image_token_beyond_vocab", "layers_huge", "text_layers_huge"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

@@ -93,6 +93,15 @@ ARGUMENT_ERRORS = [
     (["bench", "--stage", "everything"], "invalid choice"), (["bench", "--backend", "onnx"], "invalid choice"),
     (["bench", "--random-init", "gpt-4"], "invalid choice"), (["build", "--dtype", "fp32", "--model", "m", "--output", "o"], "invalid choice"),
     (["build", "--model", LLAVA], "required"), (["build", "--output", "o"], "required"),
+    # a newline, a terminal escape or a line separator in what the user typed stays inside the one line
+    (["generate", "--image", "no\nsuch.png"], "image not found: no\\nsuch.png"), (["viz", "--model", "a\r\nb"], "a\\r\\nb"),
+    (["generate", "--image", "\x1b[2J.png"], "\\x1b[2J"), (["fidelity", "--images", "x\u2028y"], "x\\u2028y"),
+    (["generate", "--budg\net", "3"], "unrecognized"), (["generate", "--device", "cpu\n"], "unknown device"),
+    # numbers past what the run, or the platform's timers, can take
+    (["generate", "--ttft-repeats", "1001"], "at most 1000"), (["generate", "--ttft-repeats", "9" * 30], "at most 1000"),
+    (["fidelity", "--seed", "9" * 30], "seed"), (["fidelity", "--seed", "1.5"], "seed"),
+    (["ask", "--timeout", "99999999999"], "seconds"), (["serve", "--start-timeout", "10" * 10], "seconds"),
+    (["bench", "--stage", "serve", "--time-limit", "1e9"], "seconds"), (["generate", "--budget", "9" * 5000], "positive integer"),
     (["generate", "--model", LLAVA, "--engine", "e"], "not allowed with"),
     (["bench", "--model", LLAVA, "--random-init", "tiny"], "not allowed with"),
 ]
@@ -204,12 +213,14 @@ BAD_IMAGES = [  # (world name, message)
     ("empty_file", "cannot read image"), ("text_file", "cannot read image"), ("png_magic_only", "cannot read image"),
     ("bomb_png", "too large"), ("wide_bomb_png", "too large"), ("zero_width_png", "cannot read image"),
     ("html_as_png", "cannot read image"), ("truncated_png", "cannot read image"), ("truncated_jpeg", "cannot read image"),
-    ("folder_named_png", "is a folder"), ("not_a_build", "is a folder"),
+    ("folder_named_png", "is a folder"), ("not_a_build", "is a folder"), ("fifo_png", "not a regular file"),
+    ("loop_png", "points back to itself"),
 ]
 IMAGE_ERRORS = [([command, "--image", "{" + name + "}", *extra], message)
                 for name, message in BAD_IMAGES
                 for command, extra in [("generate", []), ("viz", []), ("bench", ["--random-init", "tiny", "--repeats", "1"])]]
-IMAGE_ERRORS += [(["generate", "--image", "/no/such/photo.jpg"], "image not found"), (["viz", "--image", "nope.png"], "image not found")]
+IMAGE_ERRORS += [(["generate", "--image", "/no/such/photo.jpg"], "image not found"), (["viz", "--image", "nope.png"], "image not found"),
+                 (["generate", "--image", "/dev/zero"], "not a regular file"), (["ask", "--image", "{fifo_png}"], "not a regular file")]
 
 BAD_CHECKPOINTS = [  # (world name, message)
     ("empty_dir", "no config.json"), ("config_not_json", "cannot parse"), ("config_is_a_list", "holds a None model"),
@@ -221,6 +232,11 @@ BAD_CHECKPOINTS = [  # (world name, message)
     ("text_hidden_mismatch", ""), ("fewer_text_layers_in_weights", "do not fit its config"),
     ("truncated_weights", "cannot load the checkpoint"), ("garbage_weights", "cannot load the checkpoint"),
     ("next_patch_size_0", "patch_size must be a positive integer"), ("config_only", ""), ("a_file", "model directory not found"),
+    ("fifo_config", "not a regular file"), ("loop_dir", "points back to itself"), ("model_type_list", "holds a ['llava'] model"),
+    ("feature_layer_beyond", "vision_feature_layer must be a layer in -11..10"), ("feature_layer_string", "vision_feature_layer"),
+    ("context_string", "max_position_embeddings must be a positive integer"), ("vocab_0", "vocab_size must be a positive integer"),
+    ("image_token_beyond_vocab", "image_token_index must be a token id"), ("layers_huge", "more than 1000"),
+    ("text_layers_huge", "text_config.num_hidden_layers 1000000000 is more than 1000"),
 ]
 CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for name, message in BAD_CHECKPOINTS
@@ -241,13 +257,16 @@ OUTPUT_ERRORS = [
         ("{manifest_no_files}", ["--force"], "damaged"), ("{manifest_not_json}", ["--force"], "cannot parse"),
         (LLAVA, ["--force"], "would replace the checkpoint"), (str(Path(LLAVA).parent), ["--force"], "would replace the checkpoint"),
         ("{a_file}/sub", [], "is a file, not a folder"), ("/proc/hivtp-out", [], "cannot write"),
-        ("x" * 300, [], "longer than 255 bytes"),
+        ("x" * 300, [], "longer than 255 bytes"), ("{loop_dir}", ["--force"], "points back to itself"),
+        ("{loop_dir}/sub", [], "points back to itself"),
     ]],
+    (["serve", "--repository-only", "{loop_dir}", "--force"], "points back to itself"),
     # files: never a folder, a device, an unwritable place or a wrong kind of file
     *[(["viz", "--out", out], message) for out, message in [
         ("{sandbox}/work", "is a folder"), (".", "is a folder"), ("{a_file}/x.png", "is a file, not a folder"),
         ("/proc/x.png", "cannot write"), ("/dev/null", "expected a .png"), ("picture.jpg", "expected a .png"),
         ("{not_a_build}", "is a folder"), ("y" * 300 + ".png", "longer than 255 bytes"), ("/dev/null/x.png", "not a folder"),
+        ("{dangling}/x.png", "symbolic link to nothing"), ("{loop_dir}/x.png", "points back to itself"),
     ]],
     *[(["fidelity", "--out", out], message) for out, message in [
         ("{sandbox}/work", "is a folder"), ("{a_file}/r.json", "is a file, not a folder"), ("/proc/r.json", "cannot write"),
@@ -255,7 +274,7 @@ OUTPUT_ERRORS = [
     ]],
     *[(["bench", "--random-init", "tiny", "--out-dir", out], message) for out, message in [
         ("{a_file}", "is a file, not a folder"), ("{a_file}/sub", "is a file, not a folder"), ("/proc/bench", "cannot write"),
-        ("/dev/null", "is a file, not a folder"),
+        ("/dev/null", "is a file, not a folder"), ("{dangling}", "symbolic link to nothing"),
     ]],
 ]
 

@@ -6,7 +6,7 @@ import argparse
 import re
 from typing import Any
 
-from hivtp.args import path, positive_int
+from hivtp.args import path, positive_int, seconds
 
 
 def url(text: str) -> str:
@@ -25,7 +25,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--budget", type=positive_int, help="visual tokens kept per image (per crop for NeXT); default: the server's")
     parser.add_argument("--pruning-mode", choices=("paper", "budget", "none"), help="override the server's default pruning")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="most tokens to generate")
-    parser.add_argument("--timeout", type=positive_int, default=120, help="seconds to wait for the answer")
+    parser.add_argument("--timeout", type=seconds, default=120, help="seconds to wait for the answer")
     parser.set_defaults(run=run)
 
 

@@ -6,7 +6,9 @@ import argparse
 import os
 from typing import Any
 
-from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.args import (
+    CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused, seconds,
+)
 from hivtp.commands.serve import SERVER_DEFAULTS, add_server_arguments, fill_server_defaults
 from hivtp.outputs import check_output_folder, results_dir
 
@@ -63,7 +65,7 @@ def add_parser(commands: Any) -> None:
     serve = parser.add_argument_group("--stage serve")
     serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")
     serve.add_argument("--requests", type=positive_int, help=f"requests per point, at least 2 x concurrency (default: {SERVE_REQUESTS})")
-    serve.add_argument("--time-limit", type=positive_int, help=f"seconds per point; no new request after it (default: {SERVE_TIME_LIMIT})")
+    serve.add_argument("--time-limit", type=seconds, help=f"seconds per point; no new request after it (default: {SERVE_TIME_LIMIT})")
     add_server_arguments(serve)
     add_config_arguments(parser)
     parser.set_defaults(run=run)

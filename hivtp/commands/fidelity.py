@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, refuse_unused
+from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, refuse_unused, seed
 from hivtp.outputs import output_file
 
 MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
@@ -23,7 +23,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--budgets", type=comma_ints,
                         help="tokens per image (per crop for NeXT) (default: 32,16,8,4 for shapes; per model type for --images)")
     parser.add_argument("--max-new-tokens", type=positive_int, help=f"answer length, with --images (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and the oracle's random fill")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random baseline and the oracle's random fill")
     parser.add_argument("--positions", choices=("both", "renumbered"),
                         help="shapes mode: also run every pruned row with kept tokens at their original position ids "
                              "(an ablation; the deployed layout renumbers them), or the deployed layout only (default: both)")
