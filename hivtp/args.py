@@ -104,6 +104,27 @@ def comma_ints(text: str) -> tuple[int, ...]:
     return tuple(positive_int(part) for part in text.split(","))
 
 
+IMAGE_MARKER = "<image>"  # where LLaVA's processor puts the image's tokens
+
+
+def check_prompt(text: str) -> str:
+    """A question about one image: not blank (the model would answer nothing asked), and at most one image
+    marker (each one expands to a whole image's tokens, and there is one image)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"the prompt is empty: ask a question about the image, got {text!r}")
+    if text.count(IMAGE_MARKER) > 1:
+        raise ValueError(f"the prompt holds {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for one image: write at most one")
+    return text
+
+
+def prompt(text: str) -> str:
+    """check_prompt as an argparse type."""
+    try:
+        return check_prompt(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def path(text: str) -> Path:
     """A path the user typed: '' (an unset shell variable) is refused instead of meaning '.', and a
     leading '~' the shell left alone (quoted) means the home directory, as the user meant it."""

@@ -113,6 +113,9 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["generate", "--engine", "e", "--score-layers", "1,2"], "no effect with --engine"),
     (["generate", "--max-new-tokens", "5000"], "exceeds the model's context"),
     (["generate", "--prompt", "word " * 2000], "exceeds the model's context"),
+    *[([command, *extra, "--prompt", text], message) for text, message in [
+        ("", "the prompt is empty"), (" \t\n", "the prompt is empty"), ("<image> and <image>", "2 <image> markers"),
+      ] for command, extra in [("generate", []), ("ask", []), ("bench", ["--random-init", "tiny"]), ("fidelity", ["--images", "{not_a_build}"])]],
     (["fidelity", "--budget", "4", "--budgets", "8"], "not both"),
     (["fidelity", "--prompt", "what ?"], "no effect in shapes mode"),
     (["fidelity", "--max-new-tokens", "3"], "no effect in shapes mode"),
@@ -197,6 +200,17 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["bench", "--stage", "serve", "--budget", "4"], "pass --budgets"),
     (["bench", "--random-init", "tiny", "--concurrency", "4"], "option of --stage serve"),
     (["bench", "--random-init", "tiny", "--instances", "2"], "option of --stage serve"),
+    # sizes Triton would refuse at load time, or that no machine runs: refused before the repository is written
+    (["serve", "--repository-only", "r", "--instances", "100000000"], "instances must be an integer in 1..64"),
+    (["serve", "--repository-only", "r", "--max-batch", "100000000000"], "max-batch must be an integer in 1..1024"),
+    (["serve", "--repository-only", "r", "--queue-delay-us", "9" * 24], "queue-delay-us must be an integer in 0.."),
+    (["serve", "--repository-only", "r", "--max-tokens-limit", "9" * 20], "max-tokens-limit must be an integer"),
+    (["serve", "--repository-only", "r", "--max-tokens-limit", "8"], "below the default answer length"),
+    (["serve", "--repository-only", "r", "--gpus", "0,0"], "distinct GPU ids"),
+    (["serve", "--repository-only", "r", "--gpus", "9" * 20], "distinct GPU ids"),
+    (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
+    (["ask", "--url", "127.0.0.1:1", "--budget", "99999999999", "--pruning-mode", "budget"], "INT32"),
+    (["ask", "--url", "127.0.0.1:1", "--max-new-tokens", "99999999999"], "INT32"),
 ]
 
 DEVICES = [

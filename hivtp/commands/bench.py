@@ -7,7 +7,7 @@ import os
 from typing import Any
 
 from hivtp.args import (
-    CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused, seconds,
+    CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, prompt, refuse_unused, seconds,
 )
 from hivtp.commands.serve import SERVER_DEFAULTS, add_server_arguments, fill_server_defaults
 from hivtp.outputs import check_output_folder, results_dir
@@ -60,7 +60,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch (default: the CPUs this process may use; printed with the results)")
     parser.add_argument("--image", type=path, help="image file, e2e, vision and serve (default: the bundled sample image)")
-    parser.add_argument("--prompt", help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--prompt", type=prompt, help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--out-dir", type=path, help="folder for the JSON and PNG (default: the per-user results folder, see README)")
     serve = parser.add_argument_group("--stage serve")
     serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")

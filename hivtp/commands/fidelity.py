@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, refuse_unused, seed
+from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, prompt, refuse_unused, seed
 from hivtp.outputs import output_file
 
 MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
@@ -19,7 +19,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
     parser.add_argument("--questions", type=positive_int, help=f"held-out shapes questions, shapes mode (default: {DEFAULT_QUESTIONS}, at most {MAX_QUESTIONS})")
     parser.add_argument("--images", type=path, help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
-    parser.add_argument("--prompt", help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--prompt", type=prompt, help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--budgets", type=comma_ints,
                         help="tokens per image (per crop for NeXT) (default: 32,16,8,4 for shapes; per model type for --images)")
     parser.add_argument("--max-new-tokens", type=positive_int, help=f"answer length, with --images (default: {DEFAULT_MAX_NEW_TOKENS})")
