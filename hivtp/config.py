@@ -85,7 +85,7 @@ class HIVTPConfig:
         ratio = self.global_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise ValueError(f"global_ratio must be a number in [0, 1], got {ratio!r}")
-        object.__setattr__(self, "global_ratio", float(ratio))
+        object.__setattr__(self, "global_ratio", float(ratio) + 0.0)  # + 0.0: -0.0 is 0.0 (as written to manifests)
         if not is_int(self.window) or self.window <= 0:
             raise ValueError(f"window must be a positive int, got {self.window!r}")
         if self.budget is not None and (not is_int(self.budget) or self.budget <= 0):

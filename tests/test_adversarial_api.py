@@ -89,6 +89,8 @@ IMPORTANCE_CASES = [
     (torch.ones(1, 1, 1, 5, 5, dtype=torch.int32), "real floating-point"),
     (torch.ones(1, 1, 1, 5, 5, dtype=torch.complex64), "real floating-point"),
     ([torch.rand(1, 1, 3, 3), torch.rand(1, 1, 4, 4)], "differ in shape"), ([torch.rand(1, 3, 3)], "4 dimensions"),
+    (torch.rand(1, 1, 0, 5, 5), "no heads"), (torch.rand(0, 1, 2, 5, 5), "no layers"),  # a mean over nothing: NaN scores
+    ([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 5, 5, device="meta")], "one device"),
 ]
 
 
@@ -102,6 +104,8 @@ QK = torch.rand(1, 1, 2, 5, 4)
 QK_CASES = [
     (QK, torch.rand(1, 1, 2, 6, 4)), (QK[0], QK[0]), (QK.long(), QK.long()), ("q", QK), (QK, None),
     (torch.rand(1, 1, 2, 1, 4), torch.rand(1, 1, 2, 1, 4)), (QK.to(torch.complex64), QK.to(torch.complex64)),
+    (torch.rand(1, 1, 2, 5, 0), torch.rand(1, 1, 2, 5, 0)), (torch.rand(1, 1, 0, 5, 4), torch.rand(1, 1, 0, 5, 4)),
+    (torch.rand(0, 1, 2, 5, 4), torch.rand(0, 1, 2, 5, 4)), (QK, QK.to("meta")),
 ]
 
 
@@ -109,6 +113,16 @@ QK_CASES = [
 def test_scores_from_qk_refuses(queries, keys) -> None:
     with pytest.raises(ValueError):
         importance_scores_from_qk(queries, keys)
+
+
+@pytest.mark.parametrize("block_size", [0, -1, 2.5, True, "64"])
+def test_scores_from_qk_refuses_a_bad_block_size(block_size) -> None:
+    with pytest.raises(ValueError, match="block_size"):
+        importance_scores_from_qk(QK, QK, block_size)
+
+
+def test_negative_zero_ratio_is_zero() -> None:
+    assert str(HIVTPConfig(global_ratio=-0.0).global_ratio) == "0.0"
 
 
 @pytest.mark.parametrize("config", [{"budget": 8}, "paper", 8, [6, 7, 8], (6, 7, 8)])
@@ -140,6 +154,11 @@ def prune_cases():
         ("llava_next", {"image_sizes": torch.tensor([[112, 112], [112, 112]])}, "image_sizes"),
         ("llava_next", {"image_sizes": torch.tensor([112, 112])}, "image_sizes"),
         ("llava_next", {"pixel_values": torch.rand(1, 5, 3, 224, 224)}, "pixel_values"),
+        ("llava", {"input_ids": ids[:0], "attention_mask": None}, "no prompt"),  # batch 0
+        ("llava", {"input_ids": ids.to(torch.uint8), "attention_mask": None}, "int64 or int32"),
+        ("llava", {"input_ids": ids.to(torch.int16), "attention_mask": None}, "int64 or int32"),
+        ("llava", {"pixel_values": torch.rand(1, 3, 112, 112, device="meta")}, "one device"),
+        ("llava_next", {"pixel_values": torch.rand(1, 5, 3, 112, 112, device="meta")}, "one device"),
     ]
 
 
