@@ -93,16 +93,20 @@ def _check_name_lengths(path: Path, option: str) -> None:
         raise ValueError(f"{option}: a path component is longer than {limit} bytes: {too_long[0][:40]}...")
 
 
-def check_output_file(path: Path, option: str, suffix: str) -> Path:
-    """The absolute path to write a `suffix` file to (the user named it: replacing it is what they asked)."""
+def check_output_file(path: Path, option: str, suffix: str, beside: tuple[str, ...] = ()) -> Path:
+    """The absolute path to write a `suffix` file to (the user named it: replacing it is what they asked),
+    and the files of suffixes `beside` written next to it (e.g. a figure) checked the same way."""
     path = Path(os.path.abspath(path))
     _check_name_lengths(path, option)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; pass a file path such as {path / ('result' + suffix)}")
     if path.suffix.lower() != suffix:
         raise ValueError(f"{option} {path}: expected a {suffix} file name")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{option} {path} exists and is not a regular file")
+    for target in (path, *(path.with_suffix(other) for other in beside)):
+        if target.is_dir():
+            raise ValueError(f"{option} {path}: hivtp would write {target}, and that is a folder")
+        if target.exists() and not target.is_file():
+            raise ValueError(f"{option} {path}: hivtp would write {target}, which exists and is not a regular file")
     check_writable_folder(path.parent, option)
     return path
 
@@ -117,10 +121,10 @@ def check_output_folder(path: Path, option: str) -> Path:
     return path
 
 
-def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str) -> Path:
+def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str, beside: tuple[str, ...] = ()) -> Path:
     """The checked path the user gave, else a fresh name under the per-user results folder."""
     if given is not None:
-        return check_output_file(given, option, suffix)
+        return check_output_file(given, option, suffix, beside)
     folder = check_output_folder(results_dir(command), f"the results folder (${RESULTS_ENV})")
     return fresh_name(folder, stem, suffix)
 

@@ -54,6 +54,8 @@ def _image_files(root: Path) -> dict[str, Path]:
     os.mkfifo(out["fifo_png"])
     out["loop_png"] = root / "loop.png"  # a symbolic link to itself
     out["loop_png"].symlink_to("loop.png")
+    out["json_beside_folder_png"] = root / "folder.json"  # not written: the JSON whose figure would be folder.png
+    out["json_beside_fifo_png"] = root / "fifo.json"
     return out
 
 

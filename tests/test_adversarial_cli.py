@@ -285,6 +285,8 @@ OUTPUT_ERRORS = [
     *[(["fidelity", "--out", out], message) for out, message in [
         ("{sandbox}/work", "is a folder"), ("{a_file}/r.json", "is a file, not a folder"), ("/proc/r.json", "cannot write"),
         ("table.csv", "expected a .json"), ("z" * 300 + ".json", "longer than 255 bytes"),
+        ("{json_beside_folder_png}", "folder.png, and that is a folder"), ("{json_beside_fifo_png}", "fifo.png, which exists and is not"),
+        ("{dangling}/r.json", "symbolic link to nothing"),
     ]],
     *[(["bench", "--random-init", "tiny", "--out-dir", out], message) for out, message in [
         ("{a_file}", "is a file, not a folder"), ("{a_file}/sub", "is a file, not a folder"), ("/proc/bench", "cannot write"),

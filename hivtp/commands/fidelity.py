@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--questions {args.questions}: at most {MAX_QUESTIONS}")
     base = config_from(args)
     stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
-    args.out = output_file(args.out, "--out", ".json", "fidelity", stem)
+    args.out = output_file(args.out, "--out", ".json", "fidelity", stem, beside=(".png",))  # the figure
     from hivtp.loading import check_device
 
     check_device(args.device)
