@@ -35,13 +35,15 @@ MAX_LAYERS = 1000  # deeper than any released tower or LLM; a larger count is a 
 def _scaled_to_8bit(image: Image.Image) -> Image.Image:
     """Single-channel 16-bit / int32 / float pixels -> 'L', from the range their mode implies."""
     values = np.asarray(image, dtype=np.float64)  # [H, W]
+    peak = values[np.isfinite(values)].max(initial=0.0)  # NaN and +-inf pixels do not set the range
     if image.mode == "F":
-        top = 1.0 if values.max(initial=0.0) <= 1.0 else 255.0  # float images: [0, 1] by convention
+        top = 1.0 if peak <= 1.0 else 255.0  # float images: [0, 1] by convention
     elif image.mode.startswith("I;16"):
         top = 65535.0
     else:  # 'I' (int32): 16-bit data unless every value fits 8 bits
-        top = 255.0 if values.max(initial=0.0) <= 255 else 65535.0
-    scaled = np.clip(np.nan_to_num(values, nan=0.0) / top * 255.0, 0, 255).round().astype(np.uint8)
+        top = 255.0 if peak <= 255 else 65535.0
+    values = np.nan_to_num(values, nan=0.0, posinf=top, neginf=0.0)  # NaN black, +inf white (no overflow)
+    scaled = np.clip(values / top * 255.0, 0, 255).round().astype(np.uint8)
     return Image.fromarray(scaled, mode="L")
 
 

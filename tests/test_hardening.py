@@ -37,6 +37,17 @@ def test_16_bit_greyscale_keeps_its_range(tmp_path) -> None:
     assert np.asarray(load_image(path))[0, :, 0].tolist() == [0, 64, 128, 255]  # clipped to white before
 
 
+def test_float_pixels_nan_and_inf_keep_the_range_and_warn_nothing(tmp_path) -> None:
+    import warnings
+
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([[np.nan, np.inf, 0.5, -np.inf, 1.0]], dtype=np.float32)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would be a second stderr line
+        pixels = np.asarray(load_image(path))[0, :, 0]
+    assert pixels.tolist() == [0, 255, 128, 0, 255]  # [0, 1] data: one inf pixel does not darken the rest
+
+
 def test_exif_orientation_is_applied() -> None:
     image = Image.new("RGB", (40, 20), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 10, 20))  # blue strip on the left
