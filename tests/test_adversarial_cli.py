@@ -131,6 +131,7 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["fidelity", "--budgets", ""], "positive integer"),
     (["fidelity", "--images", "{not_a_build}"], "no images"),
     (["fidelity", "--images", "{a_file}"], "image folder not found"),
+    (["fidelity", "--images", "{not_a_build}", "--out", "{not_a_build}/r.json"], "inside --images"),
     (["fidelity", "--images", "/no/such/folder"], "image folder not found"),
     (["bench"], "pass --model DIR"),
     (["bench", "--random-init", "tiny", "--batch", "1000000000"], "GiB"),

@@ -52,6 +52,8 @@ def run(args: argparse.Namespace) -> None:
     base = config_from(args)
     stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
     args.out = output_file(args.out, "--out", ".json", "fidelity", stem, beside=(".png",))  # the figure
+    if args.images and args.out.parent.resolve() == args.images.resolve():
+        raise ValueError(f"--out {args.out} is inside --images {args.images}: its figure would be read as an image next time")
     from hivtp.loading import check_device
 
     check_device(args.device)
