@@ -51,6 +51,23 @@ def test_config_refuses(fields, message) -> None:
         HIVTPConfig(**fields)
 
 
+TOWER_CASES = [  # (config, num_layers, feature_layer, message): a tower described with the wrong types
+    (HIVTPConfig(), 24, [], "non-empty list"), (HIVTPConfig(), 24, "x", "feature_layer"), (HIVTPConfig(), 24, None, "feature layer"),
+    (HIVTPConfig(), 24, [-2, 1.5], "feature_layer"), (HIVTPConfig(), "24", -2, "at least one layer"),
+    (HIVTPConfig(score_layers=(1,)), "24", -2, "at least one layer"), (HIVTPConfig(score_layers=(1,)), None, -2, "at least one layer"),
+    (HIVTPConfig(score_layers=(1,)), 24, "x", "feature_layer"),
+]
+
+
+@pytest.mark.parametrize("config, num_layers, feature_layer, message", TOWER_CASES, ids=range(len(TOWER_CASES)))
+def test_for_tower_refuses(config, num_layers, feature_layer, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        config.for_tower(num_layers, feature_layer)
+    if not isinstance(config.score_layers, str) and not isinstance(num_layers, int):
+        with pytest.raises(ValueError, match=message):
+            config.check_encoder(num_layers)
+
+
 @pytest.mark.parametrize("data", [[("budget", 3)], "budget=3", 3, None, {"speed": "fast"}, {"budget": 0}])
 def test_config_from_dict_refuses(data) -> None:
     with pytest.raises(ValueError):
