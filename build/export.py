@@ -125,9 +125,24 @@ def export_vision(
     return info
 
 
+def read_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
+    """An ONNX file's graph; a file that is not one (a PNG, a truncated export) is one ValueError."""
+    from google.protobuf.message import DecodeError
+
+    from hivtp.outputs import check_not_special
+
+    check_not_special(path, "ONNX file")
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, onnx.checker.ValidationError, ValueError) as err:
+        raise ValueError(f"cannot read the ONNX file {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read the ONNX file {path}: {err.strerror or err}") from None
+
+
 def exported_config(path: str | Path) -> HIVTPConfig:
     """The HIVTPConfig an exported file was built with (its `hivtp.config` metadata)."""
-    metadata = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
+    metadata = {p.key: p.value for p in read_onnx(path, load_external_data=False).metadata_props}
     if "hivtp.config" not in metadata:
         raise ValueError(f"{path} is not a hivtp vision export: no hivtp.config metadata")
     return HIVTPConfig.from_dict(json.loads(metadata["hivtp.config"]))

@@ -34,7 +34,7 @@ from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 from PIL import Image
 
 from hivtp.build import ops  # noqa: F401  (registers the hivtp torch ops the ORT ops call)
-from hivtp.build.export import exported_config
+from hivtp.build.export import exported_config, read_onnx
 from hivtp.plugins.plugin_fields import PLUGIN_NAMESPACE, SCORE, SELECT, fields_of
 from hivtp.runtime.hf import prune_inputs
 from hivtp.runtime.prompt_table import pruned_layout
@@ -68,7 +68,7 @@ def register_reference_ops() -> None:
 
 def ort_graph(path: str | Path) -> onnx.ModelProto:
     """A copy of the exported graph with its hivtp nodes in onnxruntime-extensions' domain."""
-    model = onnx.load(str(path))
+    model = read_onnx(path)
     for node in model.graph.node:
         if node.domain != PLUGIN_NAMESPACE:
             continue
@@ -85,7 +85,7 @@ def ort_graph(path: str | Path) -> onnx.ModelProto:
 
 
 def has_plugin_nodes(path: str | Path) -> bool:
-    return any(n.domain == PLUGIN_NAMESPACE for n in onnx.load(str(path), load_external_data=False).graph.node)
+    return any(n.domain == PLUGIN_NAMESPACE for n in read_onnx(path, load_external_data=False).graph.node)
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:

@@ -258,6 +258,7 @@ def test_every_option_has_help() -> None:
 @pytest.mark.parametrize("argv", [
     ["-m", "hivtp.build.rtx_check", "--json", "{dir}"],
     ["-m", "hivtp.build.ort_check", "--model", "{dir}", "--onnx", "{dir}/missing.onnx"],
+    ["-m", "hivtp.build.ort_check", "--model", str(shipped_model("llava")), "--onnx", str(Path(hivtp.__file__).parent / "data" / "sample.png")],
     ["-m", "hivtp.lmms", "--tasks"],
     [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "0"],
 ])
