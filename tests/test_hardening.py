@@ -261,6 +261,7 @@ def test_every_option_has_help() -> None:
     ["-m", "hivtp.build.ort_check", "--model", str(shipped_model("llava")), "--onnx", str(Path(hivtp.__file__).parent / "data" / "sample.png")],
     ["-m", "hivtp.lmms", "--tasks"],
     [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "0"],
+    [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "99999999999"],  # hours of runs
 ])
 def test_other_entry_points_refuse_in_one_line(argv, tmp_path) -> None:
     """`python -m` tools and scripts end as the CLI does (hivtp.cli.one_line_errors): one line, exit 2."""
