@@ -9,6 +9,7 @@ before they are decoded.
 from __future__ import annotations
 
 import io
+import os
 import warnings
 from pathlib import Path
 from typing import IO, Any
@@ -20,6 +21,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 from safetensors import SafetensorError
 from transformers import AutoConfig, AutoProcessor, LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
+from hivtp.checks import check_config, describe
 from hivtp.config import HIVTPConfig, is_int
 from hivtp.outputs import check_not_special, read_json
 
@@ -58,7 +60,16 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def check_path(name: str, value: Any) -> Path:
+    """A path argument of the API: a str or os.PathLike (None or a number is one ValueError, not a TypeError)."""
+    if isinstance(value, bytes) or not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path (str or pathlib.Path), got {describe(value)}")
+    return Path(value)
+
+
 def _decode(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
+    if not is_int(max_pixels) or max_pixels <= 0:
+        raise ValueError(f"max_pixels must be a positive int, got {max_pixels!r}")
     limit = min(max_pixels, MAX_IMAGE_PIXELS)  # above PIL's own threshold its warning would refuse it anyway
     if isinstance(source, (str, Path)):
         check_not_special(source, "image")
@@ -85,7 +96,7 @@ def _decode(source: str | Path | IO[bytes], name: str, max_pixels: int = MAX_IMA
 
 def load_image(path: str | Path) -> Image.Image:
     """An image file -> RGB PIL image (orientation applied, real range kept); ValueError if unreadable."""
-    return _decode(path, str(path))
+    return _decode(check_path("image path", path), str(path))
 
 
 def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE_PIXELS) -> Image.Image:
@@ -100,7 +111,7 @@ def decode_image(data: bytes, name: str = "<bytes>", max_pixels: int = MAX_IMAGE
 
 def checkpoint_type(directory: str | Path) -> str:
     """model_type from config.json: 'llava' or 'llava_next'; anything else is refused."""
-    config_path = Path(directory) / "config.json"
+    config_path = check_path("the model directory", directory) / "config.json"
     if not Path(directory).is_dir():
         raise ValueError(f"model directory not found: {directory}")
     data = read_json(config_path, f"{directory} is not a HF checkpoint: no config.json")
@@ -184,6 +195,15 @@ def check_device(device: str | torch.device) -> torch.device:
     return parsed
 
 
+def check_dtype(dtype: Any) -> None:
+    """A weights dtype from_pretrained takes: 'auto', None, or a floating-point torch dtype (or its name)."""
+    if dtype is None or dtype == "auto":
+        return
+    resolved = getattr(torch, dtype, None) if isinstance(dtype, str) else dtype
+    if not isinstance(resolved, torch.dtype) or not resolved.is_floating_point:
+        raise ValueError(f"dtype must be 'auto', None or a floating-point torch dtype (e.g. float16, bfloat16, float32), got {dtype!r}")
+
+
 def load_processor(directory: str | Path) -> Any:
     """The checkpoint's processor with the PIL image processor: the pixels LLaVA was trained on, no torchvision."""
     pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
@@ -204,8 +224,9 @@ def load_llava(
     """
     config = checkpoint_config(directory)
     check_device(device)
+    check_dtype(dtype)
     if hivtp_config is not None:
-        hivtp_config.check_encoder(config.vision_config.num_hidden_layers)
+        check_config(hivtp_config).check_encoder(config.vision_config.num_hidden_layers)
     model_cls = MODEL_CLASSES[config.model_type]
     try:
         model, info = model_cls.from_pretrained(directory, dtype=dtype, output_loading_info=True)

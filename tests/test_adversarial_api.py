@@ -241,6 +241,32 @@ def test_load_llava_refuses(world, name) -> None:
         load_llava(world[name])
 
 
+LOAD_CASES = [  # load_llava's arguments of the wrong kind: (directory, keyword arguments, message)
+    (None, {}, "must be a path"), (123, {}, "must be a path"), (b"/tmp", {}, "must be a path"),
+    ("{llava}", {"dtype": "float8"}, "dtype"), ("{llava}", {"dtype": torch.int32}, "dtype"), ("{llava}", {"dtype": 5}, "dtype"),
+    ("{llava}", {"hivtp_config": "paper"}, "HIVTPConfig"), ("{llava}", {"hivtp_config": {"budget": 4}}, "HIVTPConfig"),
+]
+
+
+@pytest.mark.parametrize("directory, kwargs, message", LOAD_CASES, ids=range(len(LOAD_CASES)))
+def test_load_llava_refuses_arguments_of_the_wrong_kind(directory, kwargs, message) -> None:
+    directory = str(shipped_model("llava")) if directory == "{llava}" else directory
+    with pytest.raises(ValueError, match=message):
+        load_llava(directory, **kwargs)
+
+
+@pytest.mark.parametrize("path", [None, 123, 4.5, ["a.png"]])
+def test_load_image_refuses_what_is_not_a_path(path) -> None:
+    with pytest.raises(ValueError, match="must be a path"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("max_pixels", [0, -1, "x", 1.5, None, True])
+def test_decode_image_refuses_a_bad_pixel_limit(max_pixels) -> None:
+    with pytest.raises(ValueError, match="max_pixels"):
+        decode_image(b"\x89PNG\r\n\x1a\n", "x", max_pixels)
+
+
 @pytest.mark.parametrize("device", ["meta", "xpu", "tpu", "", "CUDA", "cuda:abc", "mps", "-1", 3.5, None])
 def test_check_device_refuses(device) -> None:
     if str(device).startswith("cuda") and torch.cuda.is_available():
