@@ -215,6 +215,8 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["serve", "--repository-only", "r", "--gpus", "0,0"], "distinct GPU ids"),
     (["serve", "--repository-only", "r", "--gpus", "9" * 20], "distinct GPU ids"),
     (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
+    (["serve", "--host", ""], "is empty"), (["serve", "--host", " "], "is empty"),  # '' would listen on every interface
+    (["serve", "--host", "999.1.1.1"], "not an IPv4 address"), (["serve", "--host", "a b"], "not an IPv4 address"),
     (["ask", "--url", "127.0.0.1:1", "--budget", "99999999999", "--pruning-mode", "budget"], "INT32"),
     (["ask", "--url", "127.0.0.1:1", "--max-new-tokens", "99999999999"], "INT32"),
 ]
