@@ -121,6 +121,20 @@ def check_output_folder(path: Path, option: str) -> Path:
     return path
 
 
+def check_not_an_input(output: Path, option: str, inputs: dict[Path | None, str]) -> None:
+    """output (a file to write) is none of the command's `inputs` (path -> what it is; None: not given) and lies
+    in none of them: a result written over an image, into a checkpoint or into the folder of images read."""
+    resolved = output.resolve()
+    for source, what in inputs.items():
+        if source is None:
+            continue
+        source = source.resolve()
+        if resolved == source:
+            raise ValueError(f"{option} {output} is {what}: pick another file name")
+        if source in resolved.parents:
+            raise ValueError(f"{option} {output} is inside {what} {source}: write it elsewhere")
+
+
 def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str, beside: tuple[str, ...] = ()) -> Path:
     """The checked path the user gave, else a fresh name under the per-user results folder."""
     if given is not None:

@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, prompt, refuse_unused, seed
-from hivtp.outputs import output_file
+from hivtp.outputs import check_not_an_input, output_file
 
 MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
 DEFAULT_PROMPT = "what is in the picture ?"
@@ -52,8 +52,7 @@ def run(args: argparse.Namespace) -> None:
     base = config_from(args)
     stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
     args.out = output_file(args.out, "--out", ".json", "fidelity", stem, beside=(".png",))  # the figure
-    if args.images and args.out.parent.resolve() == args.images.resolve():
-        raise ValueError(f"--out {args.out} is inside --images {args.images}: its figure would be read as an image next time")
+    check_not_an_input(args.out, "--out", {args.images: "the --images folder", args.model: "the checkpoint"})  # not read back as input
     from hivtp.loading import check_device
 
     check_device(args.device)
