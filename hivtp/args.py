@@ -126,6 +126,10 @@ def check_prompt(text: str) -> str:
     marker (each one expands to a whole image's tokens, and there is one image)."""
     if not isinstance(text, str) or not text.strip():
         raise ValueError(f"the prompt is empty: ask a question about the image, got {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # bytes that are not UTF-8, as a shell passes them: the tokenizer fails on them
+        raise ValueError(f"the prompt is not UTF-8 text: {text[err.start:err.end]!r} at character {err.start}") from None
     if text.count(IMAGE_MARKER) > 1:
         raise ValueError(f"the prompt holds {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for one image: write at most one")
     return text

@@ -120,6 +120,7 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["generate", "--prompt", "word " * 2000], "exceeds the model's context"),
     *[([command, *extra, "--prompt", text], message) for text, message in [
         ("", "the prompt is empty"), (" \t\n", "the prompt is empty"), ("<image> and <image>", "2 <image> markers"),
+        ("\udcff what", "not UTF-8"),  # a byte that is not UTF-8, as Python hands it over from argv
       ] for command, extra in [("generate", []), ("ask", []), ("bench", ["--random-init", "tiny"]), ("fidelity", ["--images", "{not_a_build}"])]],
     (["fidelity", "--budget", "4", "--budgets", "8"], "not both"),
     (["fidelity", "--prompt", "what ?"], "no effect in shapes mode"),
