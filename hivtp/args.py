@@ -150,6 +150,10 @@ def path(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     if "\x00" in text:
         raise argparse.ArgumentTypeError(f"a path cannot contain a NUL byte: {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: ONNX, TensorRT and HF take str paths and fail on them
+        raise argparse.ArgumentTypeError(f"expected a UTF-8 path, got {text!r}") from None
     given = Path(text).expanduser()
     try:
         os.stat(given)  # a symbolic-link loop anywhere in the path: nothing can be read or written through it

@@ -97,6 +97,8 @@ ARGUMENT_ERRORS = [
     (["generate", "--image", "no\nsuch.png"], "image not found: no\\nsuch.png"), (["viz", "--model", "a\r\nb"], "a\\r\\nb"),
     (["generate", "--image", "\x1b[2J.png"], "\\x1b[2J"), (["fidelity", "--images", "x\u2028y"], "x\\u2028y"),
     (["generate", "--budg\net", "3"], "unrecognized"), (["generate", "--device", "cpu\n"], "unknown device"),
+    (["build", "--model", LLAVA, "--output", "\udcff\udcfe", "--onnx-only"], "UTF-8 path"),  # not UTF-8: ONNX's checker dies on it
+    (["viz", "--image", "x\udcff.png"], "UTF-8 path"),
     # an option given twice with different values: the last one would win silently
     (["generate", "--budget", "4", "--budget", "8"], "--budget given twice"), (["viz", "--image", "a.png", "--image=b.png"], "given twice"),
     (["build", "--model", "a", "--model", "b", "--output", "o"], "given twice"), (["ask", "--url", "h:1", "--url", "h:2"], "given twice"),
@@ -221,6 +223,7 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
     (["serve", "--host", ""], "is empty"), (["serve", "--host", " "], "is empty"),  # '' would listen on every interface
     (["serve", "--host", "999.1.1.1"], "not an IPv4 address"), (["serve", "--host", "a b"], "not an IPv4 address"),
+    (["serve", "--host", "\udcff"], "not an IPv4 address"),
     (["ask", "--url", "127.0.0.1:1", "--budget", "99999999999", "--pruning-mode", "budget"], "INT32"),
     (["ask", "--url", "127.0.0.1:1", "--max-new-tokens", "99999999999"], "INT32"),
 ]

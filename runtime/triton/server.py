@@ -72,8 +72,9 @@ def check_ports_free(host: str, ports: Ports) -> None:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
-            except socket.gaierror as err:
-                raise ValueError(f"host {host!r} is not an IPv4 address or a name this machine resolves ({err.strerror})") from None
+            except (socket.gaierror, UnicodeError, TypeError) as err:  # TypeError: a name Python cannot encode
+                reason = getattr(err, "strerror", None) or str(err)
+                raise ValueError(f"host {host!r} is not an IPv4 address or a name this machine resolves ({reason})") from None
             except OSError as err:
                 if err.errno == errno.EADDRINUSE:
                     raise ValueError(f"{label} port {host}:{port} is busy ({err.strerror}): stop what listens there or pick another port") from None
