@@ -221,6 +221,7 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["serve", "--repository-only", "r", "--gpus", "0,0"], "distinct GPU ids"),
     (["serve", "--repository-only", "r", "--gpus", "9" * 20], "distinct GPU ids"),
     (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
+    (["bench", "--stage", "serve", "--concurrency", "4,1000000"], "at most 1024 clients"),
     (["serve", "--host", ""], "is empty"), (["serve", "--host", " "], "is empty"),  # '' would listen on every interface
     (["serve", "--host", "999.1.1.1"], "not an IPv4 address"), (["serve", "--host", "a b"], "not an IPv4 address"),
     (["serve", "--host", "\udcff"], "not an IPv4 address"),
