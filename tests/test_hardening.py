@@ -268,3 +268,42 @@ def test_other_entry_points_refuse_in_one_line(argv, tmp_path) -> None:
     done = subprocess.run([sys.executable, *[a.format(dir=tmp_path) for a in argv]], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("hivtp: error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+# ---- clients: a server that never answers ----------------------------------------------------------
+
+
+def test_ask_gives_up_on_a_silent_server_within_its_timeout(capsys) -> None:
+    """A loopback listener that accepts connections and never answers: `hivtp ask --timeout 1` is one line
+    within seconds (the gRPC stream's graceful stop used to wait for the pending answer, 20 s or more)."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("tritonclient.grpc")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held, done = [], threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        code = cli_exit_code(["ask", "--url", f"127.0.0.1:{listener.getsockname()[1]}", "--timeout", "1"])
+        elapsed = time.monotonic() - start
+    finally:
+        done.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        listener.close()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no answer from the server within 1 s" in err, err
+    assert elapsed < 8, elapsed

@@ -149,7 +149,9 @@ class GrpcSession:
         return f"the server refused the request: {message}"
 
     def close(self) -> None:
-        self.client.stop_stream()
+        # cancel what is still pending: a graceful stop waits for every request's answer, so a server that
+        # accepted the connection and never answers held `hivtp ask --timeout 5` for 20 s or more
+        self.client.stop_stream(cancel_requests=True)
         self.client.close()
 
 
