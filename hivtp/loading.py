@@ -29,6 +29,7 @@ MODEL_CLASSES = {"llava": LlavaForConditionalGeneration, "llava_next": LlavaNext
 MAX_IMAGE_PIXELS = 89_478_485  # PIL's own decompression-bomb threshold (~ 9459 x 9459), refused instead of warned
 DEVICE_TYPES = ("cpu", "cuda", "mps")
 MAX_LAYERS = 1000  # deeper than any released tower or LLM; a larger count is a typo that would take hours to build
+MAX_TILES = 64  # crops of one LLaVA-NeXT resolution (released models: at most 6); more is a typo that costs minutes per image
 
 
 # ---- images ----------------------------------------------------------------------------------------
@@ -163,6 +164,19 @@ def check_llava_config(config: Any, where: str) -> None:
     if not all(is_int(x) and -states <= x < states for x in layers):
         raise ValueError(f"{where}: vision_feature_layer must be a layer in {-states}..{states - 1} "
                          f"(or a list of them) for a {states - 1}-layer tower, got {layer!r}")
+    if config.model_type == "llava_next":
+        check_pinpoints(config.image_grid_pinpoints, config.vision_config.image_size, f"{where}: image_grid_pinpoints")
+
+
+def check_pinpoints(pinpoints: Any, side: int, what: str) -> None:
+    """LLaVA-NeXT's resolutions: [height, width] pairs, each a grid of at most MAX_TILES crops of side x side."""
+    def fits(pair: Any) -> bool:
+        return (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(is_int(x) and x > 0 and x % side == 0 for x in pair)
+                and pair[0] // side * (pair[1] // side) <= MAX_TILES)
+
+    if not isinstance(pinpoints, (list, tuple)) or not pinpoints or not all(map(fits, pinpoints)):
+        raise ValueError(f"{what} must be [height, width] pairs of positive multiples of the tower's {side}-pixel "
+                         f"image size, at most {MAX_TILES} crops each, got {str(pinpoints)[:80]}")
 
 
 def checkpoint_config(directory: str | Path) -> Any:
@@ -241,4 +255,10 @@ def load_llava(
         names = (missing + mismatched)[:3]
         raise ValueError(f"the weights in {directory} do not fit its config: {len(missing)} missing, "
                          f"{len(mismatched)} of another shape (e.g. {', '.join(names)})")
-    return model.to(device).eval(), load_processor(directory)
+    processor = load_processor(directory)
+    if config.model_type == "llava_next":  # the processor crops by its own copy of the resolutions
+        theirs = getattr(processor.image_processor, "image_grid_pinpoints", None)
+        if theirs is None or [list(p) for p in theirs] != [list(p) for p in config.image_grid_pinpoints]:
+            raise ValueError(f"{directory}: the processor's image_grid_pinpoints {str(theirs)[:60]} differ from "
+                             f"the model's {str(config.image_grid_pinpoints)[:60]}")
+    return model.to(device).eval(), processor

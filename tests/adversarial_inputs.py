@@ -117,6 +117,12 @@ def _bad_checkpoints(root: Path) -> dict[str, Path]:
     out["truncated_weights"] = _checkpoint(root, "truncated_weights", weights=(shipped_model("llava") / "model.safetensors").read_bytes()[:5000])
     out["garbage_weights"] = _checkpoint(root, "garbage_weights", weights=b"\0" * 4096)
     out["next_patch_size_0"] = _checkpoint(root, "next_patch_size_0", vision("patch_size", 0), kind="llava_next")
+    for name, pinpoints in {"pinpoints_empty": [], "pinpoints_string": "x", "pinpoints_not_tiles": [[113, 113]],
+                            "pinpoints_huge": [[112000, 112000]]}.items():
+        out[name] = _checkpoint(root, name, lambda config, p=pinpoints: config.__setitem__("image_grid_pinpoints", p), kind="llava_next")
+    out["pinpoints_processor_differs"] = _checkpoint(root, "pinpoints_processor_differs", kind="llava_next")
+    processor = out["pinpoints_processor_differs"] / "preprocessor_config.json"
+    processor.write_text(json.dumps({**json.loads(processor.read_text()), "image_grid_pinpoints": [[112, 112]]}))
     config_only = root / "config_only"
     config_only.mkdir()
     shutil.copy(shipped_model("llava") / "config.json", config_only / "config.json")

@@ -232,7 +232,8 @@ CHECKPOINTS = ["empty_dir", "config_not_json", "config_is_a_list", "config_bert"
                "hidden_not_divisible", "layers_0", "hidden_mismatch", "text_hidden_mismatch", "fewer_text_layers_in_weights",
                "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file", "fifo_config",
                "model_type_list", "feature_layer_beyond", "feature_layer_string", "context_string", "vocab_0",
-               "image_token_beyond_vocab", "layers_huge", "text_layers_huge"]
+               "image_token_beyond_vocab", "layers_huge", "text_layers_huge", "pinpoints_empty", "pinpoints_string",
+               "pinpoints_not_tiles", "pinpoints_huge", "pinpoints_processor_differs"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

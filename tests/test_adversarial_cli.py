@@ -267,6 +267,8 @@ BAD_CHECKPOINTS = [  # (world name, message)
     ("context_string", "max_position_embeddings must be a positive integer"), ("vocab_0", "vocab_size must be a positive integer"),
     ("image_token_beyond_vocab", "image_token_index must be a token id"), ("layers_huge", "more than 1000"),
     ("text_layers_huge", "text_config.num_hidden_layers 1000000000 is more than 1000"),
+    *[(name, "image_grid_pinpoints must be") for name in ("pinpoints_empty", "pinpoints_string", "pinpoints_not_tiles", "pinpoints_huge")],
+    ("pinpoints_processor_differs", "the processor's image_grid_pinpoints"),
 ]
 CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for name, message in BAD_CHECKPOINTS
