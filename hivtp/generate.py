@@ -46,7 +46,10 @@ def build_prompt(processor: Any, prompt: str) -> str:
         return prompt
     if getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
-        return processor.apply_chat_template(messages, add_generation_prompt=True)
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+        if not isinstance(text, str) or text.count("<image>") != 1:
+            raise ValueError(f"the checkpoint's chat template does not place one <image> marker: it rendered {str(text)[:80]!r}")
+        return text
     return f"<image>\n{prompt}"
 
 

@@ -223,8 +223,31 @@ def load_processor(directory: str | Path) -> Any:
     pil = {"backend": "pil"} if int(transformers.__version__.split(".")[0]) >= 5 else {"use_fast": False}
     try:
         return AutoProcessor.from_pretrained(directory, **pil)
-    except (OSError, ValueError, KeyError, TypeError) as err:
-        raise ValueError(f"cannot load the processor in {directory}: {str(err).splitlines()[0]}") from None
+    except Exception as err:  # noqa: BLE001 - a damaged tokenizer.json raises the tokenizers library's bare Exception
+        reason = next(iter(str(err).strip().splitlines()), "") or type(err).__name__
+        raise ValueError(f"cannot load the processor in {directory}: {reason}") from None
+
+
+def check_processor(processor: Any, config: Any, directory: str | Path) -> None:
+    """The processor expands each image marker into as many tokens as this model's tower makes: the same
+    patch size, CLS handling and (LLaVA-NeXT) resolutions; a processor_config.json that lost them would not."""
+    expected = {"patch_size": config.vision_config.patch_size, "num_additional_image_tokens": 1,
+                "vision_feature_select_strategy": config.vision_feature_select_strategy}
+    for name, value in expected.items():
+        if getattr(processor, name, None) != value:
+            raise ValueError(f"{directory}: the processor's {name} is {getattr(processor, name, None)!r}, the model needs {value!r} "
+                             "(processor_config.json)")
+    crop = getattr(processor.image_processor, "crop_size", None)  # what each image (NeXT: each tile) is cut to
+    crop = {k: crop.get(k) if isinstance(crop, dict) else getattr(crop, k, None) for k in ("height", "width")}
+    side = config.vision_config.image_size
+    if None not in crop.values() and tuple(crop.values()) != (side, side):
+        raise ValueError(f"{directory}: the image processor crops to {crop['height']} x {crop['width']}, the model's tower "
+                         f"takes {side} x {side} (preprocessor_config.json)")
+    if config.model_type == "llava_next":  # the processor crops by its own copy of the resolutions
+        theirs = getattr(processor.image_processor, "image_grid_pinpoints", None)
+        if theirs is None or [list(p) for p in theirs] != [list(p) for p in config.image_grid_pinpoints]:
+            raise ValueError(f"{directory}: the processor's image_grid_pinpoints {str(theirs)[:60]} differ from "
+                             f"the model's {str(config.image_grid_pinpoints)[:60]}")
 
 
 def load_llava(
@@ -247,8 +270,8 @@ def load_llava(
     except RuntimeError as err:  # torch's "size mismatch for <name>: ..." state-dict error
         detail = next((line.strip() for line in str(err).splitlines() if "size mismatch" in line), str(err).splitlines()[0])
         raise ValueError(f"the weights in {directory} do not fit its config: {detail[:200]}") from None
-    except (OSError, ValueError, KeyError, SafetensorError) as err:
-        raise ValueError(f"cannot load the checkpoint in {directory}: {str(err).splitlines()[0]}") from None
+    except (OSError, ValueError, KeyError, TypeError, AttributeError, SafetensorError) as err:  # e.g. a generation_config.json list
+        raise ValueError(f"cannot load the checkpoint in {directory}: {next(iter(str(err).splitlines()), type(err).__name__)}") from None
     missing = sorted(info.get("missing_keys") or [])
     mismatched = sorted(str(k[0]) if isinstance(k, tuple) else str(k) for k in info.get("mismatched_keys") or [])
     if missing or mismatched:
@@ -256,9 +279,5 @@ def load_llava(
         raise ValueError(f"the weights in {directory} do not fit its config: {len(missing)} missing, "
                          f"{len(mismatched)} of another shape (e.g. {', '.join(names)})")
     processor = load_processor(directory)
-    if config.model_type == "llava_next":  # the processor crops by its own copy of the resolutions
-        theirs = getattr(processor.image_processor, "image_grid_pinpoints", None)
-        if theirs is None or [list(p) for p in theirs] != [list(p) for p in config.image_grid_pinpoints]:
-            raise ValueError(f"{directory}: the processor's image_grid_pinpoints {str(theirs)[:60]} differ from "
-                             f"the model's {str(config.image_grid_pinpoints)[:60]}")
+    check_processor(processor, config, directory)
     return model.to(device).eval(), processor

@@ -123,6 +123,16 @@ def _bad_checkpoints(root: Path) -> dict[str, Path]:
     out["pinpoints_processor_differs"] = _checkpoint(root, "pinpoints_processor_differs", kind="llava_next")
     processor = out["pinpoints_processor_differs"] / "preprocessor_config.json"
     processor.write_text(json.dumps({**json.loads(processor.read_text()), "image_grid_pinpoints": [[112, 112]]}))
+    for name, (file, text) in {  # the files beside config.json: tokenizer, processor, generation config, chat template
+        "tokenizer_garbage": ("tokenizer.json", "{not json"), "tokenizer_missing": ("tokenizer.json", None),
+        "processor_config_missing": ("processor_config.json", None), "preprocessor_list": ("preprocessor_config.json", "[1, 2]"),
+        "preprocessor_missing": ("preprocessor_config.json", None), "generation_config_list": ("generation_config.json", "[1, 2]"),
+        "chat_template_garbage": ("chat_template.jinja", "{not a template with the image"),
+    }.items():
+        out[name] = _checkpoint(root, name)
+        (out[name] / file).unlink()
+        if text is not None:
+            (out[name] / file).write_text(text)
     config_only = root / "config_only"
     config_only.mkdir()
     shutil.copy(shipped_model("llava") / "config.json", config_only / "config.json")

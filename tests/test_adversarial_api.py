@@ -233,7 +233,8 @@ CHECKPOINTS = ["empty_dir", "config_not_json", "config_is_a_list", "config_bert"
                "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file", "fifo_config",
                "model_type_list", "feature_layer_beyond", "feature_layer_string", "context_string", "vocab_0",
                "image_token_beyond_vocab", "layers_huge", "text_layers_huge", "pinpoints_empty", "pinpoints_string",
-               "pinpoints_not_tiles", "pinpoints_huge", "pinpoints_processor_differs"]
+               "pinpoints_not_tiles", "pinpoints_huge", "pinpoints_processor_differs", "tokenizer_garbage", "tokenizer_missing",
+               "processor_config_missing", "preprocessor_list", "preprocessor_missing", "generation_config_list"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)

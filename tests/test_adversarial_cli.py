@@ -120,6 +120,7 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["generate", "--engine", "e", "--score-layers", "1,2"], "no effect with --engine"),
     (["generate", "--max-new-tokens", "5000"], "exceeds the model's context"),
     (["generate", "--prompt", "word " * 2000], "exceeds the model's context"),
+    (["generate", "--model", "{chat_template_garbage}"], "chat template does not place one <image> marker"),
     *[([command, *extra, "--prompt", text], message) for text, message in [
         ("", "the prompt is empty"), (" \t\n", "the prompt is empty"), ("<image> and <image>", "2 <image> markers"),
         ("\udcff what", "not UTF-8"),  # a byte that is not UTF-8, as Python hands it over from argv
@@ -269,6 +270,9 @@ BAD_CHECKPOINTS = [  # (world name, message)
     ("text_layers_huge", "text_config.num_hidden_layers 1000000000 is more than 1000"),
     *[(name, "image_grid_pinpoints must be") for name in ("pinpoints_empty", "pinpoints_string", "pinpoints_not_tiles", "pinpoints_huge")],
     ("pinpoints_processor_differs", "the processor's image_grid_pinpoints"),
+    ("tokenizer_garbage", "cannot load the processor"), ("tokenizer_missing", "cannot load the processor"),
+    ("processor_config_missing", "the processor's patch_size is None"), ("preprocessor_list", "cannot load the processor"),
+    ("preprocessor_missing", "crops to 224 x 224"), ("generation_config_list", "cannot load the checkpoint"),
 ]
 CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for name, message in BAD_CHECKPOINTS
