@@ -77,8 +77,10 @@ def check_ports_free(host: str, ports: Ports) -> None:
                 raise ValueError(f"host {host!r} is not an IPv4 address or a name this machine resolves ({reason})") from None
             except OSError as err:
                 if err.errno == errno.EADDRINUSE:
-                    raise ValueError(f"{label} port {host}:{port} is busy ({err.strerror}): stop what listens there or pick another port") from None
-                raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): pass an IPv4 address of this machine, e.g. 127.0.0.1") from None
+                    raise ValueError(f"{label} port {host}:{port} is busy ({err.strerror}): "
+                                     "stop what listens there or pick another port") from None
+                raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): "
+                                 "pass an IPv4 address of this machine, e.g. 127.0.0.1") from None
 
 
 def pytriton_root() -> Path | None:
