@@ -152,6 +152,12 @@ class PruneOps:
     vision_step: VisionStep | None = None
 
 
+def check_ops(ops: Any) -> PruneOps | None:
+    if ops is not None and not isinstance(ops, PruneOps):
+        raise ValueError(f"ops must be a PruneOps or None (the default kernels), got {describe(ops)}")
+    return ops
+
+
 def default_ops(device: torch.device) -> PruneOps:
     """Triton kernels on CUDA (same indices as the reference, scores within 1e-5), the reference elsewhere."""
     if device.type != "cuda":
@@ -260,7 +266,7 @@ def prune_inputs(
     check_model(model)
     check_inputs(model, input_ids, attention_mask, pixel_values, image_sizes)
     config = check_config(config)
-    ops = ops or default_ops(pixel_values.device)
+    ops = check_ops(ops) or default_ops(pixel_values.device)
     if isinstance(model, LlavaNextForConditionalGeneration):
         features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config, ops)
     else:
@@ -293,7 +299,7 @@ class HIVTPModel:
         check_model(model)
         self.model = model
         self.hivtp_config = check_config(config)
-        self.ops = ops  # None: the Triton kernels on CUDA, the reference elsewhere
+        self.ops = check_ops(ops)  # None: the Triton kernels on CUDA, the reference elsewhere
         self.last_pruned: PrunedInputs | None = None
 
     def __getattr__(self, name: str) -> Any:

@@ -191,6 +191,15 @@ def test_prune_inputs_refuses(models, kind, broken, message) -> None:
                            args.get("image_sizes"), HIVTPConfig())
 
 
+@pytest.mark.parametrize("ops", ["triton", 3, {"score": None}])
+def test_ops_that_are_not_prune_ops_are_refused(models, ops) -> None:
+    model, inputs = models["llava"]
+    with pytest.raises(ValueError, match="PruneOps"):
+        hivtp.apply(model, HIVTPConfig(), ops=ops)
+    with pytest.raises(ValueError, match="PruneOps"):
+        hivtp.prune_inputs(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], None, HIVTPConfig(), ops)
+
+
 def test_prune_inputs_accepts_a_bool_mask(models) -> None:
     model, inputs = models["llava"]
     pruned = hivtp.prune_inputs(model, inputs["input_ids"], inputs["attention_mask"].bool(), inputs["pixel_values"], None, HIVTPConfig())
