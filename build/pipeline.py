@@ -220,6 +220,9 @@ def build(options: BuildOptions) -> Path:
     model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
     options.config.check_encoder(model_config.vision_config.num_hidden_layers)
     check_positions(options.config)  # the API can ask for the torch-only ablation; engines cannot run it
+    from hivtp.plugins.plugin_fields import check_fields
+
+    check_fields(options.config)
     model_type = model_config.model_type
     if options.select_impl not in SELECT_IMPLS:
         raise ValueError(f"select_impl must be one of {SELECT_IMPLS}, got {options.select_impl!r}")

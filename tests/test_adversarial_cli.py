@@ -185,6 +185,10 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["build", "--model", LLAVA, "--output", "o", "--select-impl", "onnx", "--plugin-lib", "x.so"], "builds without"),
     (["build", "--model", LLAVA, "--output", "o", "--max-text-len", "5000"], "max_position_embeddings"),
     (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--score-layers", "3,40"], "go beyond"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--budget", "9" * 20], "int32 plugin field"),  # a traceback
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--budget", "3000000000"], "int32 plugin field"),  # wrapped
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--window", "9" * 20], "int32 plugin field"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--regions", "3,3000000000"], "int32 plugin field"),
 ]
 
 SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any server starts or is contacted
@@ -220,6 +224,7 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["serve", "--repository-only", "r", "--max-tokens-limit", "9" * 20], "max-tokens-limit must be an integer"),
     (["serve", "--repository-only", "r", "--max-tokens-limit", "8"], "below the default answer length"),
     (["serve", "--repository-only", "r", "--gpus", "0,0"], "distinct GPU ids"),
+    (["serve", "--repository-only", "r", "--budget", "9" * 20], "INT32 pruning tensor"),  # every default request failed
     (["serve", "--repository-only", "r", "--gpus", "9" * 20], "distinct GPU ids"),
     (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
     (["bench", "--stage", "serve", "--concurrency", "4,1000000"], "at most 1024 clients"),

@@ -80,6 +80,8 @@ class ServeOptions:
             if (not isinstance(gpus, (tuple, list)) or not gpus or not all(is_int(g) and 0 <= g <= MAX_GPU_ID for g in gpus)
                     or len(set(gpus)) != len(gpus)):
                 raise ValueError(f"gpus must be distinct GPU ids in 0..{MAX_GPU_ID}, got {gpus!r}")
+        if self.config.budget is not None and self.config.budget > INT32_MAX:  # the `pruning` tensor between models
+            raise ValueError(f"budget {self.config.budget} does not fit the server's INT32 pruning tensor (at most {INT32_MAX})")
         if self.max_tokens_default > self.max_tokens_limit:
             raise ValueError(f"max-tokens-limit {self.max_tokens_limit} is below the default answer length {self.max_tokens_default}")
 
