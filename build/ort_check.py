@@ -152,6 +152,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def check() -> int:
         if not args.onnx.is_file():
             raise ValueError(f"ONNX file not found: {args.onnx}")
+        read_onnx(args.onnx, load_external_data=False)  # not an ONNX: one line before the model loads
         images = [load_image(p) for p in args.image or [sample_image_path()]]
         model, processor = load_llava(args.model, dtype=torch.float32)
         try:

@@ -270,14 +270,14 @@ BAD_CHECKPOINTS = [  # (world name, message)
     ("next_patch_size_0", "patch_size must be a positive integer"), ("config_only", ""), ("a_file", "model directory not found"),
     ("fifo_config", "not a regular file"), ("loop_dir", "points back to itself"), ("model_type_list", "holds a ['llava'] model"),
     ("feature_layer_beyond", "vision_feature_layer must be a layer in -11..10"), ("feature_layer_string", "vision_feature_layer"),
-    ("context_string", "max_position_embeddings must be a positive integer"), ("vocab_0", "vocab_size must be a positive integer"),
+    ("context_string", "max_position_embeddings"), ("vocab_0", "vocab_size must be a positive integer"),
     ("image_token_beyond_vocab", "image_token_index must be a token id"), ("layers_huge", "more than 1000"),
     ("text_layers_huge", "text_config.num_hidden_layers 1000000000 is more than 1000"),
-    *[(name, "image_grid_pinpoints must be") for name in ("pinpoints_empty", "pinpoints_string", "pinpoints_not_tiles", "pinpoints_huge")],
+    *[(name, "image_grid_pinpoints") for name in ("pinpoints_empty", "pinpoints_string", "pinpoints_not_tiles", "pinpoints_huge")],
     ("pinpoints_processor_differs", "the processor's image_grid_pinpoints"),
     ("tokenizer_garbage", "cannot load the processor"), ("tokenizer_missing", "cannot load the processor"),
     ("processor_config_missing", "the processor's patch_size is None"), ("preprocessor_list", "cannot load the processor"),
-    ("preprocessor_missing", "crops to 224 x 224"), ("generation_config_list", "cannot load the checkpoint"),
+    ("preprocessor_missing", "preprocessor_config.json"), ("generation_config_list", "cannot load the checkpoint"),
 ]
 CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for name, message in BAD_CHECKPOINTS
