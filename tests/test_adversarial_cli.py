@@ -200,6 +200,8 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["serve", "--repository-only", "{a_file}/repo"], "not a folder"), (["serve", "--repository-only", "/proc/repo"], "cannot write"),
     (["serve", "--repository-only", "r", "--model", "{patch_size_0}"], "patch_size"),
     (["serve", "--repository-only", "r", "--model", "{config_bert}"], "holds a 'bert' model"),
+    (["serve", "--repository-only", "r", "--model", "{tokenizer_garbage}"], "cannot load the processor"),  # the server's load
+    (["serve", "--repository-only", "r", "--model", "{processor_config_missing}"], "patch_size"),
     (["serve", "--repository-only", "r", "--plugin-lib", "x.so"], "without --engine"),
     (["serve", "--repository-only", "r", "--host", "0.0.0.0"], "no server is started"),
     (["serve", "--repository-only", "r", "--grpc-port", "9000"], "no server is started"),

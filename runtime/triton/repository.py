@@ -271,9 +271,11 @@ def write_repository(directory: Path, options: ServeOptions, force: bool = False
     from hivtp.outputs import check_owned_output
 
     if options.model_dir is not None:  # what the server would fail on at load time: one line now
-        from hivtp.loading import checkpoint_config
+        from hivtp.loading import check_processor, checkpoint_config, load_processor
 
-        options.config.check_encoder(checkpoint_config(options.model_dir).vision_config.num_hidden_layers)
+        model_config = checkpoint_config(options.model_dir)
+        options.config.check_encoder(model_config.vision_config.num_hidden_layers)
+        check_processor(load_processor(options.model_dir), model_config, options.model_dir)  # no weights: a second
     models = repository_models(options)
     sources = {path: what for path, what in ((options.model_dir, "the checkpoint"), (options.engine_dir, "the build"))
                if path is not None}
