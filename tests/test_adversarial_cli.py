@@ -286,6 +286,9 @@ CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for command, extra in [("generate", []), ("viz", []), ("bench", ["--stage", "select", "--batch", "1"])]]
 CHECKPOINT_ERRORS += [(["build", "--model", "{" + name + "}", "--output", "{sandbox}/out", "--onnx-only"], message)
                       for name, message in BAD_CHECKPOINTS[:13]]
+CHECKPOINT_ERRORS += [(["build", "--model", "{" + name + "}", "--output", "{sandbox}/out", "--onnx-only"], message)
+                      for name, message in [("tokenizer_garbage", "cannot load the processor"), ("processor_config_missing", "patch_size"),
+                                            ("pinpoints_processor_differs", "image_grid_pinpoints"), ("vocab_0", "vocab_size")]]
 
 OUTPUT_ERRORS = [
     # build: --force replaces an earlier hivtp build and nothing else
