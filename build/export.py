@@ -22,7 +22,6 @@ from typing import Any
 
 import onnx
 import torch
-from google.protobuf.message import DecodeError
 
 from hivtp.build import ops
 from hivtp.build.standard_ops import SELECT_IMPLS, StandardSelection, attention_scores
@@ -150,13 +149,24 @@ def export_vision(
     return info
 
 
+def read_onnx(path: str | Path, load_external_data: bool = True) -> onnx.ModelProto:
+    """An ONNX file's graph; a file that is not one (a PNG, a truncated export) is one ValueError."""
+    from google.protobuf.message import DecodeError
+
+    from hivtp.outputs import check_not_special
+
+    check_not_special(path, "ONNX file")
+    try:
+        return onnx.load(str(path), load_external_data=load_external_data)
+    except (DecodeError, onnx.checker.ValidationError, ValueError) as err:
+        raise ValueError(f"cannot read the ONNX file {path}: {str(err).splitlines()[0] if str(err) else type(err).__name__}") from None
+    except OSError as err:
+        raise ValueError(f"cannot read the ONNX file {path}: {err.strerror or err}") from None
+
+
 def exported_config(path: str | Path) -> HIVTPConfig:
     """The HIVTPConfig an exported file was built with (its `hivtp.config` metadata)."""
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except DecodeError:
-        raise ValueError(f"{path} is not an ONNX file (it does not parse as an ONNX model)") from None
-    metadata = {p.key: p.value for p in model.metadata_props}
+    metadata = {p.key: p.value for p in read_onnx(path, load_external_data=False).metadata_props}
     if "hivtp.config" not in metadata:
         raise ValueError(f"{path} is not a hivtp vision export: no hivtp.config metadata")
     return HIVTPConfig.from_dict(json.loads(metadata["hivtp.config"]))

@@ -35,7 +35,7 @@ from onnxruntime_extensions import PyCustomOpDef, get_library_path, onnx_op
 from PIL import Image
 
 from hivtp.build import ops  # noqa: F401  (registers the hivtp torch ops the ORT ops call)
-from hivtp.build.export import exported_config
+from hivtp.build.export import exported_config, read_onnx
 from hivtp.plugins.plugin_fields import PLUGIN_NAMESPACE, SCORE, SELECT, fields_of
 from hivtp.runtime.hf import prune_inputs
 from hivtp.runtime.prompt_table import pruned_layout
@@ -73,7 +73,7 @@ def ort_graph(path: str | Path) -> onnx.ModelProto:
     The Python ops are declared fp32, so an fp16 graph's plugin nodes get Casts around them: to fp32 on every
     input, and Select's features back to the graph's dtype (exact: the reference scores in fp32 anyway).
     """
-    model = onnx.load(str(path))
+    model = read_onnx(path)
     graph_dtype = model.graph.input[0].type.tensor_type.elem_type
     nodes = []
     for node in model.graph.node:
@@ -103,12 +103,12 @@ def ort_graph(path: str | Path) -> onnx.ModelProto:
 
 
 def has_plugin_nodes(path: str | Path) -> bool:
-    return any(n.domain == PLUGIN_NAMESPACE for n in onnx.load(str(path), load_external_data=False).graph.node)
+    return any(n.domain == PLUGIN_NAMESPACE for n in read_onnx(path, load_external_data=False).graph.node)
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:
     """A CPU session: plugin graphs with the reference custom ops, plugin-free graphs as they are."""
-    graph = onnx.load(str(path), load_external_data=False).graph
+    graph = read_onnx(path, load_external_data=False).graph
     if graph.input[0].type.tensor_type.elem_type == onnx.TensorProto.BFLOAT16:
         raise ValueError(
             f"{path} is a bf16 graph, and onnxruntime's CPU provider has no bf16 kernel for several of its ops: "
@@ -179,6 +179,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     def check() -> int:
         if not args.onnx.is_file():
             raise ValueError(f"ONNX file not found: {args.onnx}")
+        read_onnx(args.onnx, load_external_data=False)  # not an ONNX: one line before the model loads
         images = [load_image(p) for p in args.image or [sample_image_path()]]
         model, processor = load_llava(args.model, dtype=torch.float32)
         try:

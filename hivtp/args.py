@@ -7,7 +7,10 @@ for torch or transformers. Every type refuses bad text with a message that names
 from __future__ import annotations
 
 import argparse
+import errno
 import math
+import os
+import unicodedata
 from collections.abc import Callable
 from pathlib import Path
 
@@ -22,26 +25,51 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
+class StoreOnce(argparse.Action):
+    """argparse's plain store, except that an option given twice with different values is refused: the last
+    one would win silently, and `--budget 4 ... --budget 8` is a pasted line, not a choice."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        given = namespace.__dict__.setdefault("_given", {})  # dest -> the value given on this command line
+        if self.dest in given and given[self.dest] != values:
+            parser.error(f"{option_string} given twice, with different values ({given[self.dest]} and {values}): pass it once")
+        given[self.dest] = values
+        setattr(namespace, self.dest, values)
+
+
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus a message; users get one clear line instead, and every default in --help."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
+        self.register("action", None, StoreOnce)  # every plain option (add_argument's default action)
+        self.register("action", "store", StoreOnce)
 
     def error(self, message: str) -> None:  # type: ignore[override]
-        self.exit(2, f"hivtp: error: {message}\n")
+        self.exit(2, f"hivtp: error: {one_line(message)}\n")
 
 
-def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
-    """An argparse type: an integer >= minimum, refused as `expected <what>, got ...`."""
+def one_line(message: str) -> str:
+    """message with its line breaks and other control characters escaped (a path or a prompt may hold
+    a newline or a terminal escape): an error stays one line, and cannot repaint the user's terminal."""
+    def visible(char: str) -> str:
+        if unicodedata.category(char) in ("Cc", "Zl", "Zp"):
+            return char.encode("unicode_escape").decode("ascii")
+        return char
+
+    return "".join(map(visible, message))
+
+
+def int_at_least(minimum: int, what: str, maximum: int | None = None) -> Callable[[str], int]:
+    """An argparse type: an integer in [minimum, maximum], refused as `expected <what>, got ...`."""
     def parse(text: str) -> int:
         try:
             value = int(text)
         except ValueError:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}") from None
-        if value < minimum:
-            raise argparse.ArgumentTypeError(f"expected {what}, got {value}")
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]!r}") from None
+        if value < minimum or (maximum is not None and value > maximum):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text[:40]}")
         return value
 
     return parse
@@ -49,6 +77,9 @@ def int_at_least(minimum: int, what: str) -> Callable[[str], int]:
 
 positive_int = int_at_least(1, "a positive integer")
 non_negative_int = int_at_least(0, "an integer >= 0")
+MAX_SECONDS = 86_400  # a day: longer waits are typos, and beyond what the platform's timers take
+seconds = int_at_least(1, f"a number of seconds in 1..{MAX_SECONDS}", MAX_SECONDS)
+seed = int_at_least(-(2**63), "a seed in -2**63..2**64-1", 2**64 - 1)  # what torch.manual_seed takes
 
 
 def ratio(text: str) -> float:
@@ -87,6 +118,31 @@ def comma_ints(text: str) -> tuple[int, ...]:
     return tuple(positive_int(part) for part in text.split(","))
 
 
+IMAGE_MARKER = "<image>"  # where LLaVA's processor puts the image's tokens
+
+
+def check_prompt(text: str) -> str:
+    """A question about one image: not blank (the model would answer nothing asked), and at most one image
+    marker (each one expands to a whole image's tokens, and there is one image)."""
+    if not isinstance(text, str) or not text.strip():
+        raise ValueError(f"the prompt is empty: ask a question about the image, got {text!r}")
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as err:  # bytes that are not UTF-8, as a shell passes them: the tokenizer fails on them
+        raise ValueError(f"the prompt is not UTF-8 text: {text[err.start:err.end]!r} at character {err.start}") from None
+    if text.count(IMAGE_MARKER) > 1:
+        raise ValueError(f"the prompt holds {text.count(IMAGE_MARKER)} {IMAGE_MARKER} markers for one image: write at most one")
+    return text
+
+
+def prompt(text: str) -> str:
+    """check_prompt as an argparse type."""
+    try:
+        return check_prompt(text)
+    except ValueError as err:
+        raise argparse.ArgumentTypeError(str(err)) from None
+
+
 def path(text: str) -> Path:
     """A path the user typed: '' (an unset shell variable) is refused instead of meaning '.', and a
     leading '~' the shell left alone (quoted) means the home directory, as the user meant it."""
@@ -94,7 +150,17 @@ def path(text: str) -> Path:
         raise argparse.ArgumentTypeError("expected a path, got an empty string")
     if "\x00" in text:
         raise argparse.ArgumentTypeError(f"a path cannot contain a NUL byte: {text!r}")
-    return Path(text).expanduser()
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # bytes that are not UTF-8: ONNX, TensorRT and HF take str paths and fail on them
+        raise argparse.ArgumentTypeError(f"expected a UTF-8 path, got {text!r}") from None
+    given = Path(text).expanduser()
+    try:
+        os.stat(given)  # a symbolic-link loop anywhere in the path: nothing can be read or written through it
+    except OSError as err:
+        if err.errno == errno.ELOOP:
+            raise argparse.ArgumentTypeError(f"{text}: a symbolic link in this path points back to itself (a loop)") from None
+    return given
 
 
 CONFIG_OPTIONS = {  # HIVTPConfig field -> its option; unset options keep HIVTPConfig's own defaults

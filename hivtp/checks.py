@@ -35,6 +35,20 @@ def check_tensor(name: str, value: Any, dims: int | tuple[int, ...], kind: str) 
     return value
 
 
+def check_same_device(**tensors: torch.Tensor) -> None:
+    """Tensors used together live on one device (torch would raise its own RuntimeError deep inside)."""
+    devices = {str(t.device) for t in tensors.values()}
+    if len(devices) > 1:
+        raise ValueError(f"{', '.join(tensors)} must be on one device, got {', '.join(f'{n} on {t.device}' for n, t in tensors.items())}")
+
+
+def check_sizes(name: str, value: torch.Tensor, **sizes: int) -> None:
+    """Dimensions that must not be empty (dimension name -> its size): averages over them would be NaN."""
+    empty = [dim for dim, size in sizes.items() if size == 0]
+    if empty:
+        raise ValueError(f"{name} has no {' and no '.join(empty)}: got {describe(value)}")
+
+
 def check_grid(grid: Any) -> tuple[int, int]:
     if (not isinstance(grid, (tuple, list)) or len(grid) != 2
             or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in grid)):

@@ -12,7 +12,7 @@ import sys
 from collections.abc import Callable, Sequence
 
 from hivtp import __version__
-from hivtp.args import OneLineParser
+from hivtp.args import OneLineParser, one_line
 from hivtp.commands import COMMANDS
 
 
@@ -57,11 +57,11 @@ def one_line_errors(command: Callable[[], int | None]) -> int:
     try:
         code = command()
     except ValueError as err:
-        print(f"hivtp: error: {err}", file=sys.stderr)
+        print(f"hivtp: error: {one_line(str(err))}", file=sys.stderr)
         return 2
     except OSError as err:  # what the checks cannot foresee: a full disk, a read-only mount, a vanished folder
         where = f": {err.filename}" if err.filename else ""
-        print(f"hivtp: error: {err.strerror or err}{where}", file=sys.stderr)
+        print(f"hivtp: error: {one_line(f'{err.strerror or err}{where}')}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print("hivtp: interrupted", file=sys.stderr)

@@ -21,6 +21,15 @@ def is_int(value: Any) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def check_tower(num_layers: Any, feature_layer: Any = None) -> None:
+    """A tower's depth (a positive int) and, if given, its feature layer (an int or a non-empty list of ints)."""
+    if not is_int(num_layers) or num_layers <= 0:
+        raise ValueError(f"a vision tower needs at least one layer, got {num_layers!r}")
+    layers = feature_layer if isinstance(feature_layer, (list, tuple)) else [feature_layer]
+    if feature_layer is not None and not (layers and all(is_int(x) for x in layers)):
+        raise ValueError(f"feature_layer must be an int or a non-empty list of ints, got {feature_layer!r}")
+
+
 def relative_score_layers(num_layers: int, feature_layer: int | list[int]) -> tuple[int, ...]:
     """The paper's score layers at the same relative depth of a `num_layers`-layer tower.
 
@@ -31,8 +40,9 @@ def relative_score_layers(num_layers: int, feature_layer: int | list[int]) -> tu
     shallow for any such layer score with the layer just before that one (layer 0 at least).
     24 layers -> 6, 7, 8; 10 -> 2, 3, 4; 12 -> 3, 4, 5; 32 -> 8, 9, 10; 48 -> 12, 13, 14; 4 -> 1.
     """
-    if not is_int(num_layers) or num_layers <= 0:
-        raise ValueError(f"a vision tower needs at least one layer, got {num_layers!r}")
+    check_tower(num_layers, feature_layer)
+    if feature_layer is None:
+        raise ValueError("the tower's feature layer is needed to place relative score layers, got None")
     hidden = [feature_layer] if is_int(feature_layer) else list(feature_layer)
     producer = min(h % (num_layers + 1) for h in hidden) - 1  # encoder layer whose output is the feature layer
     start = PAPER_SCORE_LAYERS[0] * num_layers // PAPER_DEPTH
@@ -85,7 +95,7 @@ class HIVTPConfig:
         ratio = self.global_ratio
         if isinstance(ratio, bool) or not isinstance(ratio, (int, float)) or not 0.0 <= ratio <= 1.0:
             raise ValueError(f"global_ratio must be a number in [0, 1], got {ratio!r}")
-        object.__setattr__(self, "global_ratio", float(ratio))
+        object.__setattr__(self, "global_ratio", float(ratio) + 0.0)  # + 0.0: -0.0 is 0.0 (as written to manifests)
         if not is_int(self.window) or self.window <= 0:
             raise ValueError(f"window must be a positive int, got {self.window!r}")
         if self.budget is not None and (not is_int(self.budget) or self.budget <= 0):
@@ -118,11 +128,13 @@ class HIVTPConfig:
         are hidden_states[feature_layer]: relative layers resolved, explicit ones checked and kept."""
         if isinstance(self.score_layers, str):
             return replace(self, score_layers=relative_score_layers(num_layers, feature_layer))
+        check_tower(num_layers, feature_layer)
         self.check_encoder(num_layers)
         return self
 
     def check_encoder(self, num_layers: int) -> None:
         """Refuse score layers the encoder does not have (relative layers always fit)."""
+        check_tower(num_layers)
         if isinstance(self.score_layers, str):
             return
         deepest = max(self.score_layers)

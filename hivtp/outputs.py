@@ -15,6 +15,7 @@ from __future__ import annotations
 import datetime
 import json
 import os
+import stat
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -23,8 +24,20 @@ from typing import Any
 RESULTS_ENV = "HIVTP_RESULTS"
 
 
+def check_not_special(path: str | Path, what: str) -> None:
+    """Refuse a pipe, socket or device where a file is read: reading one blocks or never ends. A missing path
+    or a folder is left to the reader, which names it in its own words."""
+    try:
+        mode = os.stat(path).st_mode
+    except (OSError, ValueError):
+        return
+    if not (stat.S_ISREG(mode) or stat.S_ISDIR(mode)):
+        raise ValueError(f"{what} {path} is not a regular file (a pipe, socket or device)")
+
+
 def read_json(path: Path, missing: str) -> Any:
     """The JSON value in `path`, or one ValueError line: `missing` when there is no such file."""
+    check_not_special(path, "JSON file")
     try:
         return json.loads(path.read_text())
     except FileNotFoundError:
@@ -54,7 +67,7 @@ def fresh_name(folder: Path, stem: str, suffix: str) -> Path:
 
 
 def _nearest_existing(path: Path) -> Path:
-    while not path.exists() and path != path.parent:
+    while not os.path.lexists(path) and path != path.parent:  # lexists: a dangling link is there, in the way
         path = path.parent
     return path
 
@@ -62,6 +75,8 @@ def _nearest_existing(path: Path) -> Path:
 def check_writable_folder(folder: Path, option: str) -> None:
     """folder exists and we may create files in it, or it can be created under a folder we may write."""
     existing = _nearest_existing(folder)
+    if existing.is_symlink() and not existing.exists():
+        raise ValueError(f"{option}: cannot create {folder}: {existing} is a symbolic link to nothing ({os.readlink(existing)})")
     if not existing.is_dir():
         raise ValueError(f"{option}: cannot create {folder}: {existing} is a file, not a folder")
     try:  # a real probe: access() says yes to root on read-only mounts, /proc and /sys
@@ -78,16 +93,20 @@ def _check_name_lengths(path: Path, option: str) -> None:
         raise ValueError(f"{option}: a path component is longer than {limit} bytes: {too_long[0][:40]}...")
 
 
-def check_output_file(path: Path, option: str, suffix: str) -> Path:
-    """The absolute path to write a `suffix` file to (the user named it: replacing it is what they asked)."""
+def check_output_file(path: Path, option: str, suffix: str, beside: tuple[str, ...] = ()) -> Path:
+    """The absolute path to write a `suffix` file to (the user named it: replacing it is what they asked),
+    and the files of suffixes `beside` written next to it (e.g. a figure) checked the same way."""
     path = Path(os.path.abspath(path))
     _check_name_lengths(path, option)
     if path.is_dir():
         raise ValueError(f"{option} {path} is a folder; pass a file path such as {path / ('result' + suffix)}")
     if path.suffix.lower() != suffix:
         raise ValueError(f"{option} {path}: expected a {suffix} file name")
-    if path.exists() and not path.is_file():
-        raise ValueError(f"{option} {path} exists and is not a regular file")
+    for target in (path, *(path.with_suffix(other) for other in beside)):
+        if target.is_dir():
+            raise ValueError(f"{option} {path}: hivtp would write {target}, and that is a folder")
+        if target.exists() and not target.is_file():
+            raise ValueError(f"{option} {path}: hivtp would write {target}, which exists and is not a regular file")
     check_writable_folder(path.parent, option)
     return path
 
@@ -102,10 +121,24 @@ def check_output_folder(path: Path, option: str) -> Path:
     return path
 
 
-def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str) -> Path:
+def check_not_an_input(output: Path, option: str, inputs: dict[Path | None, str]) -> None:
+    """output (a file to write) is none of the command's `inputs` (path -> what it is; None: not given) and lies
+    in none of them: a result written over an image, into a checkpoint or into the folder of images read."""
+    resolved = output.resolve()
+    for source, what in inputs.items():
+        if source is None:
+            continue
+        source = source.resolve()
+        if resolved == source:
+            raise ValueError(f"{option} {output} is {what}: pick another file name")
+        if source in resolved.parents:
+            raise ValueError(f"{option} {output} is inside {what} {source}: write it elsewhere")
+
+
+def output_file(given: Path | None, option: str, suffix: str, command: str, stem: str, beside: tuple[str, ...] = ()) -> Path:
     """The checked path the user gave, else a fresh name under the per-user results folder."""
     if given is not None:
-        return check_output_file(given, option, suffix)
+        return check_output_file(given, option, suffix, beside)
     folder = check_output_folder(results_dir(command), f"the results folder (${RESULTS_ENV})")
     return fresh_name(folder, stem, suffix)
 

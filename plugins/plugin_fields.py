@@ -87,8 +87,22 @@ def fields_of(plugin: str) -> tuple[PluginFieldSpec, ...]:
     return tuple(f for f in PLUGIN_FIELDS if plugin in f.plugins)
 
 
+INT32_MAX = 2**31 - 1  # kINT32: what the ONNX parser hands the creators
+
+
+def check_fields(config: HIVTPConfig) -> None:
+    """Every integer the plugins carry fits kINT32; the ONNX parser would wrap a larger one, silently."""
+    values = {"budget": config.budget, "window": config.window, "regions": max(config.regions),
+              "score_layers": None if isinstance(config.score_layers, str) else max(config.score_layers)}
+    for name, value in values.items():
+        if value is not None and value > INT32_MAX:
+            raise ValueError(f"{name} {value} does not fit the engine's int32 plugin field (at most {INT32_MAX}); "
+                             "values past the patch grid act as the grid itself, so pass that")
+
+
 def encode(config: HIVTPConfig, grid: tuple[int, int] = (0, 0)) -> dict[str, dict[str, Any]]:
     """ONNX attributes of each plugin for `config` (score layers resolved): {"Score": {...}, "Select": {...}}."""
+    check_fields(config)
     values = {
         "score_layers": list(config.layers),
         "regions": list(config.regions),

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import torch
 
-from hivtp.checks import REAL, check_config, check_grid, check_tensor
+from hivtp.checks import REAL, check_config, check_grid, check_same_device, check_sizes, check_tensor
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.geometry import SelectionGeometry, selection_geometry
 
@@ -36,11 +36,13 @@ def importance_scores(attentions: torch.Tensor | list[torch.Tensor]) -> torch.Te
         layers = [check_tensor(f"attentions[{i}]", a, 4, REAL) for i, a in enumerate(attentions)]
         if len({a.shape for a in layers}) != 1:
             raise ValueError(f"attentions' layers differ in shape: {sorted({tuple(a.shape) for a in layers})}")
+        check_same_device(**{f"attentions[{i}]": a for i, a in enumerate(layers)})
         attentions = torch.stack(layers)
     probs = check_tensor("attentions", attentions, 5, REAL)
     L, B, H, N, M = probs.shape
     if N != M or N < 2:
         raise ValueError(f"attentions must be square maps [L, B, H, N, N] over CLS + patches (N >= 2), got {tuple(probs.shape)}")
+    check_sizes("attentions", probs, layers=L, heads=H)
     received = probs.float().sum(dim=(0, 2, 3))  # [B, N]: sum over layers, heads, query rows
     return received[:, 1:] / (L * H * N)  # [B, P]
 
@@ -62,7 +64,11 @@ def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_s
     check_tensor("keys", keys, 5, REAL)
     if queries.shape != keys.shape or queries.shape[3] < 2:
         raise ValueError(f"queries and keys must both be [L, B, H, N, d] with N >= 2, got {tuple(queries.shape)} and {tuple(keys.shape)}")
+    check_same_device(queries=queries, keys=keys)
     L, B, H, N, d = queries.shape
+    check_sizes("queries", queries, layers=L, heads=H, channels=d)
+    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size <= 0:
+        raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     maps = L * B * H  # one softmax map per (layer, image, head)
     q = queries.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]
     k = keys.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from transformers import LlavaForConditionalGeneration, LlavaNextForConditionalGeneration
 
-from hivtp.checks import INTEGER, MASK, REAL, check_config, check_tensor
+from hivtp.checks import INTEGER, MASK, REAL, check_config, check_same_device, check_tensor, describe
 from hivtp.config import HIVTPConfig
 from hivtp.plugins.reference import gather_kept, importance_scores_from_qk, select_tokens
 from hivtp.runtime.layout import (
@@ -152,6 +152,12 @@ class PruneOps:
     vision_step: VisionStep | None = None
 
 
+def check_ops(ops: Any) -> PruneOps | None:
+    if ops is not None and not isinstance(ops, PruneOps):
+        raise ValueError(f"ops must be a PruneOps or None (the default kernels), got {describe(ops)}")
+    return ops
+
+
 def default_ops(device: torch.device) -> PruneOps:
     """Triton kernels on CUDA (same indices as the reference, scores within 1e-5), the reference elsewhere."""
     if device.type != "cuda":
@@ -207,6 +213,10 @@ def check_inputs(
 ) -> None:
     """The processor's outputs, as prune_inputs needs them; anything else is one ValueError."""
     check_tensor("input_ids", input_ids, 2, INTEGER)
+    if input_ids.dtype not in (torch.int64, torch.int32):  # what an embedding lookup takes
+        raise ValueError(f"input_ids must hold int64 or int32 token ids, got {describe(input_ids)}")
+    if input_ids.shape[0] == 0:
+        raise ValueError(f"input_ids holds no prompt: got {describe(input_ids)}")
     if attention_mask is not None:
         check_tensor("attention_mask", attention_mask, 2, MASK)
         if attention_mask.shape != input_ids.shape:
@@ -224,6 +234,9 @@ def check_inputs(
         check_tensor("pixel_values", pixel_values, 4, REAL)
     if tuple(pixel_values.shape[-3:]) != (3, side, side):
         raise ValueError(f"pixel_values must end in (3, {side}, {side}) for this model, got {tuple(pixel_values.shape)}")
+    if getattr(model, "hf_device_map", None) is None:  # a model split by accelerate moves inputs itself
+        tensors = {"input_ids": input_ids, "attention_mask": attention_mask, "pixel_values": pixel_values}  # image_sizes: read on the host
+        check_same_device(model=next(model.parameters()), **{name: t for name, t in tensors.items() if t is not None})
 
 
 def kept_offsets(model: Any, indices: torch.Tensor, counts: torch.Tensor, image_sizes: torch.Tensor | None) -> torch.Tensor:
@@ -253,7 +266,7 @@ def prune_inputs(
     check_model(model)
     check_inputs(model, input_ids, attention_mask, pixel_values, image_sizes)
     config = check_config(config)
-    ops = ops or default_ops(pixel_values.device)
+    ops = check_ops(ops) or default_ops(pixel_values.device)
     if isinstance(model, LlavaNextForConditionalGeneration):
         features, indices, counts, kept, full = _next_features(model, pixel_values, image_sizes, config, ops)
     else:
@@ -286,7 +299,7 @@ class HIVTPModel:
         check_model(model)
         self.model = model
         self.hivtp_config = check_config(config)
-        self.ops = ops  # None: the Triton kernels on CUDA, the reference elsewhere
+        self.ops = check_ops(ops)  # None: the Triton kernels on CUDA, the reference elsewhere
         self.last_pruned: PrunedInputs | None = None
 
     def __getattr__(self, name: str) -> Any:

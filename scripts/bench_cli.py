@@ -16,7 +16,6 @@ import statistics
 import subprocess
 import sys
 import time
-from pathlib import Path
 
 from hivtp.commands import COMMANDS  # light: names only
 
@@ -37,13 +36,17 @@ def run_once(argv: list[str]) -> tuple[float, float, int]:
 
 
 def main() -> int:
-    from hivtp.args import OneLineParser, positive_int  # light: argparse and the config only
+    from hivtp.args import OneLineParser, int_at_least, path  # light: argparse and the config only
+    from hivtp.commands.bench import MAX_REPEATS
 
     parser = OneLineParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--repeats", type=positive_int, default=5, help="timed runs per case")
-    parser.add_argument("--out", type=Path, help="JSON path (default: a new file in the per-user results folder)")
+    parser.add_argument("--repeats", type=int_at_least(1, f"a positive integer, at most {MAX_REPEATS}", MAX_REPEATS), default=5,
+                        help="timed runs per case")
+    parser.add_argument("--out", type=path, help="JSON path (default: a new file in the per-user results folder)")
     args = parser.parse_args()
-    executable = shutil.which("hivtp") or sys.exit("hivtp is not on PATH: pip install -e . first")
+    executable = shutil.which("hivtp")
+    if executable is None:
+        raise ValueError("hivtp is not on PATH: pip install -e . first")
 
     from hivtp.outputs import output_file  # light; torch only after the measurements (a fork copies the parent)
 

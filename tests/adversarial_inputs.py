@@ -7,6 +7,7 @@ them with `{name}` placeholders.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import struct
 import zlib
@@ -49,6 +50,12 @@ def _image_files(root: Path) -> dict[str, Path]:
     out["truncated_jpeg"].write_bytes(jpeg[: len(jpeg) // 3])
     out["folder_named_png"] = root / "folder.png"
     out["folder_named_png"].mkdir()
+    out["fifo_png"] = root / "fifo.png"  # reading a pipe with no writer blocks forever
+    os.mkfifo(out["fifo_png"])
+    out["loop_png"] = root / "loop.png"  # a symbolic link to itself
+    out["loop_png"].symlink_to("loop.png")
+    out["json_beside_folder_png"] = root / "folder.json"  # not written: the JSON whose figure would be folder.png
+    out["json_beside_fifo_png"] = root / "fifo.json"
     return out
 
 
@@ -96,12 +103,36 @@ def _bad_checkpoints(root: Path) -> dict[str, Path]:
         "hidden_mismatch": vision("hidden_size", 96),
         "text_hidden_mismatch": lambda config: config["text_config"].__setitem__("hidden_size", 96),
         "fewer_text_layers_in_weights": lambda config: config["text_config"].__setitem__("num_hidden_layers", 6),
+        "model_type_list": lambda config: config.__setitem__("model_type", ["llava"]),
+        "feature_layer_beyond": lambda config: config.__setitem__("vision_feature_layer", 100),
+        "feature_layer_string": lambda config: config.__setitem__("vision_feature_layer", "last"),
+        "context_string": lambda config: config["text_config"].__setitem__("max_position_embeddings", "x"),
+        "vocab_0": lambda config: config["text_config"].__setitem__("vocab_size", 0),
+        "image_token_beyond_vocab": lambda config: config.__setitem__("image_token_index", 10**9),
+        "layers_huge": vision("num_hidden_layers", 10**12),  # would build for hours
+        "text_layers_huge": lambda config: config["text_config"].__setitem__("num_hidden_layers", 10**9),
     }
     for name, edit in edits.items():
         out[name] = _checkpoint(root, name, edit)
     out["truncated_weights"] = _checkpoint(root, "truncated_weights", weights=(shipped_model("llava") / "model.safetensors").read_bytes()[:5000])
     out["garbage_weights"] = _checkpoint(root, "garbage_weights", weights=b"\0" * 4096)
     out["next_patch_size_0"] = _checkpoint(root, "next_patch_size_0", vision("patch_size", 0), kind="llava_next")
+    for name, pinpoints in {"pinpoints_empty": [], "pinpoints_string": "x", "pinpoints_not_tiles": [[113, 113]],
+                            "pinpoints_huge": [[112000, 112000]]}.items():
+        out[name] = _checkpoint(root, name, lambda config, p=pinpoints: config.__setitem__("image_grid_pinpoints", p), kind="llava_next")
+    out["pinpoints_processor_differs"] = _checkpoint(root, "pinpoints_processor_differs", kind="llava_next")
+    processor = out["pinpoints_processor_differs"] / "preprocessor_config.json"
+    processor.write_text(json.dumps({**json.loads(processor.read_text()), "image_grid_pinpoints": [[112, 112]]}))
+    for name, (file, text) in {  # the files beside config.json: tokenizer, processor, generation config, chat template
+        "tokenizer_garbage": ("tokenizer.json", "{not json"), "tokenizer_missing": ("tokenizer.json", None),
+        "processor_config_missing": ("processor_config.json", None), "preprocessor_list": ("preprocessor_config.json", "[1, 2]"),
+        "preprocessor_missing": ("preprocessor_config.json", None), "generation_config_list": ("generation_config.json", "[1, 2]"),
+        "chat_template_garbage": ("chat_template.jinja", "{not a template with the image"),
+    }.items():
+        out[name] = _checkpoint(root, name)
+        (out[name] / file).unlink()
+        if text is not None:
+            (out[name] / file).write_text(text)
     config_only = root / "config_only"
     config_only.mkdir()
     shutil.copy(shipped_model("llava") / "config.json", config_only / "config.json")
@@ -151,4 +182,11 @@ def make_bad_world(root: Path) -> dict[str, Path]:
     world["a_file"] = a_file
     world["link_to_build"] = root / "link_to_build"
     world["link_to_build"].symlink_to(not_a_build)
+    world["loop_dir"] = root / "loop_dir"  # a symbolic-link loop where a folder is expected
+    world["loop_dir"].symlink_to("loop_dir")
+    world["dangling"] = root / "dangling"  # a link to nothing, where an output folder would be created
+    world["dangling"].symlink_to(root / "no-such-target")
+    world["fifo_config"] = _checkpoint(root, "fifo_config")  # config.json is a pipe
+    (world["fifo_config"] / "config.json").unlink()
+    os.mkfifo(world["fifo_config"] / "config.json")
     return world

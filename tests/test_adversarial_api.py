@@ -51,6 +51,23 @@ def test_config_refuses(fields, message) -> None:
         HIVTPConfig(**fields)
 
 
+TOWER_CASES = [  # (config, num_layers, feature_layer, message): a tower described with the wrong types
+    (HIVTPConfig(), 24, [], "non-empty list"), (HIVTPConfig(), 24, "x", "feature_layer"), (HIVTPConfig(), 24, None, "feature layer"),
+    (HIVTPConfig(), 24, [-2, 1.5], "feature_layer"), (HIVTPConfig(), "24", -2, "at least one layer"),
+    (HIVTPConfig(score_layers=(1,)), "24", -2, "at least one layer"), (HIVTPConfig(score_layers=(1,)), None, -2, "at least one layer"),
+    (HIVTPConfig(score_layers=(1,)), 24, "x", "feature_layer"),
+]
+
+
+@pytest.mark.parametrize("config, num_layers, feature_layer, message", TOWER_CASES, ids=range(len(TOWER_CASES)))
+def test_for_tower_refuses(config, num_layers, feature_layer, message) -> None:
+    with pytest.raises(ValueError, match=message):
+        config.for_tower(num_layers, feature_layer)
+    if not isinstance(config.score_layers, str) and not isinstance(num_layers, int):
+        with pytest.raises(ValueError, match=message):
+            config.check_encoder(num_layers)
+
+
 @pytest.mark.parametrize("data", [[("budget", 3)], "budget=3", 3, None, {"speed": "fast"}, {"budget": 0}])
 def test_config_from_dict_refuses(data) -> None:
     with pytest.raises(ValueError):
@@ -89,6 +106,8 @@ IMPORTANCE_CASES = [
     (torch.ones(1, 1, 1, 5, 5, dtype=torch.int32), "real floating-point"),
     (torch.ones(1, 1, 1, 5, 5, dtype=torch.complex64), "real floating-point"),
     ([torch.rand(1, 1, 3, 3), torch.rand(1, 1, 4, 4)], "differ in shape"), ([torch.rand(1, 3, 3)], "4 dimensions"),
+    (torch.rand(1, 1, 0, 5, 5), "no heads"), (torch.rand(0, 1, 2, 5, 5), "no layers"),  # a mean over nothing: NaN scores
+    ([torch.rand(1, 2, 5, 5), torch.rand(1, 2, 5, 5, device="meta")], "one device"),
 ]
 
 
@@ -102,6 +121,8 @@ QK = torch.rand(1, 1, 2, 5, 4)
 QK_CASES = [
     (QK, torch.rand(1, 1, 2, 6, 4)), (QK[0], QK[0]), (QK.long(), QK.long()), ("q", QK), (QK, None),
     (torch.rand(1, 1, 2, 1, 4), torch.rand(1, 1, 2, 1, 4)), (QK.to(torch.complex64), QK.to(torch.complex64)),
+    (torch.rand(1, 1, 2, 5, 0), torch.rand(1, 1, 2, 5, 0)), (torch.rand(1, 1, 0, 5, 4), torch.rand(1, 1, 0, 5, 4)),
+    (torch.rand(0, 1, 2, 5, 4), torch.rand(0, 1, 2, 5, 4)), (QK, QK.to("meta")),
 ]
 
 
@@ -109,6 +130,16 @@ QK_CASES = [
 def test_scores_from_qk_refuses(queries, keys) -> None:
     with pytest.raises(ValueError):
         importance_scores_from_qk(queries, keys)
+
+
+@pytest.mark.parametrize("block_size", [0, -1, 2.5, True, "64"])
+def test_scores_from_qk_refuses_a_bad_block_size(block_size) -> None:
+    with pytest.raises(ValueError, match="block_size"):
+        importance_scores_from_qk(QK, QK, block_size)
+
+
+def test_negative_zero_ratio_is_zero() -> None:
+    assert str(HIVTPConfig(global_ratio=-0.0).global_ratio) == "0.0"
 
 
 @pytest.mark.parametrize("config", [{"budget": 8}, "paper", 8, [6, 7, 8], (6, 7, 8)])
@@ -140,6 +171,11 @@ def prune_cases():
         ("llava_next", {"image_sizes": torch.tensor([[112, 112], [112, 112]])}, "image_sizes"),
         ("llava_next", {"image_sizes": torch.tensor([112, 112])}, "image_sizes"),
         ("llava_next", {"pixel_values": torch.rand(1, 5, 3, 224, 224)}, "pixel_values"),
+        ("llava", {"input_ids": ids[:0], "attention_mask": None}, "no prompt"),  # batch 0
+        ("llava", {"input_ids": ids.to(torch.uint8), "attention_mask": None}, "int64 or int32"),
+        ("llava", {"input_ids": ids.to(torch.int16), "attention_mask": None}, "int64 or int32"),
+        ("llava", {"pixel_values": torch.rand(1, 3, 112, 112, device="meta")}, "one device"),
+        ("llava_next", {"pixel_values": torch.rand(1, 5, 3, 112, 112, device="meta")}, "one device"),
     ]
 
 
@@ -153,6 +189,15 @@ def test_prune_inputs_refuses(models, kind, broken, message) -> None:
     with pytest.raises(ValueError, match=message):
         hivtp.prune_inputs(model, args["input_ids"], args.get("attention_mask"), args["pixel_values"],
                            args.get("image_sizes"), HIVTPConfig())
+
+
+@pytest.mark.parametrize("ops", ["triton", 3, {"score": None}])
+def test_ops_that_are_not_prune_ops_are_refused(models, ops) -> None:
+    model, inputs = models["llava"]
+    with pytest.raises(ValueError, match="PruneOps"):
+        hivtp.apply(model, HIVTPConfig(), ops=ops)
+    with pytest.raises(ValueError, match="PruneOps"):
+        hivtp.prune_inputs(model, inputs["input_ids"], inputs["attention_mask"], inputs["pixel_values"], None, HIVTPConfig(), ops)
 
 
 def test_prune_inputs_accepts_a_bool_mask(models) -> None:
@@ -173,7 +218,7 @@ def test_check_manifest_refuses_partial_or_malformed(world, name) -> None:
 
 
 IMAGES = ["empty_file", "text_file", "png_magic_only", "bomb_png", "wide_bomb_png", "zero_width_png", "html_as_png",
-          "truncated_png", "truncated_jpeg", "folder_named_png", "not_a_build"]
+          "truncated_png", "truncated_jpeg", "folder_named_png", "not_a_build", "fifo_png", "loop_png"]
 
 
 @pytest.mark.parametrize("name", IMAGES)
@@ -194,13 +239,43 @@ def test_decode_image_refuses_what_is_not_bytes(data) -> None:
 CHECKPOINTS = ["empty_dir", "config_not_json", "config_is_a_list", "config_bert", "config_no_type", "config_binary",
                "patch_size_0", "patch_size_negative", "patch_size_string", "patch_larger_than_image", "image_size_0",
                "hidden_not_divisible", "layers_0", "hidden_mismatch", "text_hidden_mismatch", "fewer_text_layers_in_weights",
-               "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file"]
+               "truncated_weights", "garbage_weights", "next_patch_size_0", "config_only", "a_file", "fifo_config",
+               "model_type_list", "feature_layer_beyond", "feature_layer_string", "context_string", "vocab_0",
+               "image_token_beyond_vocab", "layers_huge", "text_layers_huge", "pinpoints_empty", "pinpoints_string",
+               "pinpoints_not_tiles", "pinpoints_huge", "pinpoints_processor_differs", "tokenizer_garbage", "tokenizer_missing",
+               "processor_config_missing", "preprocessor_list", "preprocessor_missing", "generation_config_list"]
 
 
 @pytest.mark.parametrize("name", CHECKPOINTS)
 def test_load_llava_refuses(world, name) -> None:
     with pytest.raises(ValueError):
         load_llava(world[name])
+
+
+LOAD_CASES = [  # load_llava's arguments of the wrong kind: (directory, keyword arguments, message)
+    (None, {}, "must be a path"), (123, {}, "must be a path"), (b"/tmp", {}, "must be a path"),
+    ("{llava}", {"dtype": "float8"}, "dtype"), ("{llava}", {"dtype": torch.int32}, "dtype"), ("{llava}", {"dtype": 5}, "dtype"),
+    ("{llava}", {"hivtp_config": "paper"}, "HIVTPConfig"), ("{llava}", {"hivtp_config": {"budget": 4}}, "HIVTPConfig"),
+]
+
+
+@pytest.mark.parametrize("directory, kwargs, message", LOAD_CASES, ids=range(len(LOAD_CASES)))
+def test_load_llava_refuses_arguments_of_the_wrong_kind(directory, kwargs, message) -> None:
+    directory = str(shipped_model("llava")) if directory == "{llava}" else directory
+    with pytest.raises(ValueError, match=message):
+        load_llava(directory, **kwargs)
+
+
+@pytest.mark.parametrize("path", [None, 123, 4.5, ["a.png"]])
+def test_load_image_refuses_what_is_not_a_path(path) -> None:
+    with pytest.raises(ValueError, match="must be a path"):
+        load_image(path)
+
+
+@pytest.mark.parametrize("max_pixels", [0, -1, "x", 1.5, None, True])
+def test_decode_image_refuses_a_bad_pixel_limit(max_pixels) -> None:
+    with pytest.raises(ValueError, match="max_pixels"):
+        decode_image(b"\x89PNG\r\n\x1a\n", "x", max_pixels)
 
 
 @pytest.mark.parametrize("device", ["meta", "xpu", "tpu", "", "CUDA", "cuda:abc", "mps", "-1", 3.5, None])

@@ -93,6 +93,22 @@ ARGUMENT_ERRORS = [
     (["bench", "--stage", "everything"], "invalid choice"), (["bench", "--backend", "onnx"], "invalid choice"),
     (["bench", "--random-init", "gpt-4"], "invalid choice"), (["build", "--dtype", "fp32", "--model", "m", "--output", "o"], "invalid choice"),
     (["build", "--model", LLAVA], "required"), (["build", "--output", "o"], "required"),
+    # a newline, a terminal escape or a line separator in what the user typed stays inside the one line
+    (["generate", "--image", "no\nsuch.png"], "image not found: no\\nsuch.png"), (["viz", "--model", "a\r\nb"], "a\\r\\nb"),
+    (["generate", "--image", "\x1b[2J.png"], "\\x1b[2J"), (["fidelity", "--images", "x\u2028y"], "x\\u2028y"),
+    (["generate", "--budg\net", "3"], "unrecognized"), (["generate", "--device", "cpu\n"], "unknown device"),
+    (["build", "--model", LLAVA, "--output", "\udcff\udcfe", "--onnx-only"], "UTF-8 path"),  # not UTF-8: ONNX's checker dies on it
+    (["viz", "--image", "x\udcff.png"], "UTF-8 path"),
+    # an option given twice with different values: the last one would win silently
+    (["generate", "--budget", "4", "--budget", "8"], "--budget given twice"), (["viz", "--image", "a.png", "--image=b.png"], "given twice"),
+    (["build", "--model", "a", "--model", "b", "--output", "o"], "given twice"), (["ask", "--url", "h:1", "--url", "h:2"], "given twice"),
+    (["bench", "--stage", "select", "--stage", "score"], "given twice"), (["fidelity", "--budgets", "4", "--budgets", "4,8"], "given twice"),
+    (["serve", "--repository-only", "r", "--repository-only", "s"], "given twice"),
+    # numbers past what the run, or the platform's timers, can take
+    (["generate", "--ttft-repeats", "1001"], "at most 1000"), (["generate", "--ttft-repeats", "9" * 30], "at most 1000"),
+    (["fidelity", "--seed", "9" * 30], "seed"), (["fidelity", "--seed", "1.5"], "seed"),
+    (["ask", "--timeout", "99999999999"], "seconds"), (["serve", "--start-timeout", "10" * 10], "seconds"),
+    (["bench", "--stage", "serve", "--time-limit", "1e9"], "seconds"), (["generate", "--budget", "9" * 5000], "positive integer"),
     (["generate", "--model", LLAVA, "--engine", "e"], "not allowed with"),
     (["bench", "--model", LLAVA, "--random-init", "tiny"], "not allowed with"),
 ]
@@ -104,6 +120,11 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["generate", "--engine", "e", "--score-layers", "1,2"], "no effect with --engine"),
     (["generate", "--max-new-tokens", "5000"], "exceeds the model's context"),
     (["generate", "--prompt", "word " * 2000], "exceeds the model's context"),
+    (["generate", "--model", "{chat_template_garbage}"], "chat template does not place one <image> marker"),
+    *[([command, *extra, "--prompt", text], message) for text, message in [
+        ("", "the prompt is empty"), (" \t\n", "the prompt is empty"), ("<image> and <image>", "2 <image> markers"),
+        ("\udcff what", "not UTF-8"),  # a byte that is not UTF-8, as Python hands it over from argv
+      ] for command, extra in [("generate", []), ("ask", []), ("bench", ["--random-init", "tiny"]), ("fidelity", ["--images", "{not_a_build}"])]],
     (["fidelity", "--budget", "4", "--budgets", "8"], "not both"),
     (["fidelity", "--prompt", "what ?"], "no effect in shapes mode"),
     (["fidelity", "--max-new-tokens", "3"], "no effect in shapes mode"),
@@ -114,6 +135,10 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["fidelity", "--budgets", ""], "positive integer"),
     (["fidelity", "--images", "{not_a_build}"], "no images"),
     (["fidelity", "--images", "{a_file}"], "image folder not found"),
+    (["fidelity", "--images", "{not_a_build}", "--out", "{not_a_build}/r.json"], "inside the --images folder"),
+    (["fidelity", "--model", "{config_only}", "--out", "{config_only}/config.json"], "inside the checkpoint"),
+    (["viz", "--model", "{config_only}", "--out", "{config_only}/v.png"], "inside the checkpoint"),
+    (["viz", "--image", "{truncated_png}", "--out", "{truncated_png}"], "is the input image"),
     (["fidelity", "--images", "/no/such/folder"], "image folder not found"),
     (["bench"], "pass --model DIR"),
     (["bench", "--random-init", "tiny", "--batch", "1000000000"], "GiB"),
@@ -160,6 +185,10 @@ REFUSED_OPTIONS = [  # options that would be silently ignored, or sizes no machi
     (["build", "--model", LLAVA, "--output", "o", "--select-impl", "onnx", "--plugin-lib", "x.so"], "builds without"),
     (["build", "--model", LLAVA, "--output", "o", "--max-text-len", "5000"], "max_position_embeddings"),
     (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--score-layers", "3,40"], "go beyond"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--budget", "9" * 20], "int32 plugin field"),  # a traceback
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--budget", "3000000000"], "int32 plugin field"),  # wrapped
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--window", "9" * 20], "int32 plugin field"),
+    (["build", "--model", LLAVA, "--output", "o", "--onnx-only", "--regions", "3,3000000000"], "int32 plugin field"),
 ]
 
 SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any server starts or is contacted
@@ -171,6 +200,8 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["serve", "--repository-only", "{a_file}/repo"], "not a folder"), (["serve", "--repository-only", "/proc/repo"], "cannot write"),
     (["serve", "--repository-only", "r", "--model", "{patch_size_0}"], "patch_size"),
     (["serve", "--repository-only", "r", "--model", "{config_bert}"], "holds a 'bert' model"),
+    (["serve", "--repository-only", "r", "--model", "{tokenizer_garbage}"], "cannot load the processor"),  # the server's load
+    (["serve", "--repository-only", "r", "--model", "{processor_config_missing}"], "patch_size"),
     (["serve", "--repository-only", "r", "--plugin-lib", "x.so"], "without --engine"),
     (["serve", "--repository-only", "r", "--host", "0.0.0.0"], "no server is started"),
     (["serve", "--repository-only", "r", "--grpc-port", "9000"], "no server is started"),
@@ -188,6 +219,22 @@ SERVE_ERRORS = [  # hivtp serve / ask / bench --stage serve, refused before any 
     (["bench", "--stage", "serve", "--budget", "4"], "pass --budgets"),
     (["bench", "--random-init", "tiny", "--concurrency", "4"], "option of --stage serve"),
     (["bench", "--random-init", "tiny", "--instances", "2"], "option of --stage serve"),
+    # sizes Triton would refuse at load time, or that no machine runs: refused before the repository is written
+    (["serve", "--repository-only", "r", "--instances", "100000000"], "instances must be an integer in 1..64"),
+    (["serve", "--repository-only", "r", "--max-batch", "100000000000"], "max-batch must be an integer in 1..1024"),
+    (["serve", "--repository-only", "r", "--queue-delay-us", "9" * 24], "queue-delay-us must be an integer in 0.."),
+    (["serve", "--repository-only", "r", "--max-tokens-limit", "9" * 20], "max-tokens-limit must be an integer"),
+    (["serve", "--repository-only", "r", "--max-tokens-limit", "8"], "below the default answer length"),
+    (["serve", "--repository-only", "r", "--gpus", "0,0"], "distinct GPU ids"),
+    (["serve", "--repository-only", "r", "--budget", "9" * 20], "INT32 pruning tensor"),  # every default request failed
+    (["serve", "--repository-only", "r", "--gpus", "9" * 20], "distinct GPU ids"),
+    (["bench", "--stage", "serve", "--instances", "1000"], "instances must be an integer in 1..64"),
+    (["bench", "--stage", "serve", "--concurrency", "4,1000000"], "at most 1024 clients"),
+    (["serve", "--host", ""], "is empty"), (["serve", "--host", " "], "is empty"),  # '' would listen on every interface
+    (["serve", "--host", "999.1.1.1"], "not an IPv4 address"), (["serve", "--host", "a b"], "not an IPv4 address"),
+    (["serve", "--host", "\udcff"], "not an IPv4 address"),
+    (["ask", "--url", "127.0.0.1:1", "--budget", "99999999999", "--pruning-mode", "budget"], "INT32"),
+    (["ask", "--url", "127.0.0.1:1", "--max-new-tokens", "99999999999"], "INT32"),
 ]
 
 DEVICES = [
@@ -204,12 +251,14 @@ BAD_IMAGES = [  # (world name, message)
     ("empty_file", "cannot read image"), ("text_file", "cannot read image"), ("png_magic_only", "cannot read image"),
     ("bomb_png", "too large"), ("wide_bomb_png", "too large"), ("zero_width_png", "cannot read image"),
     ("html_as_png", "cannot read image"), ("truncated_png", "cannot read image"), ("truncated_jpeg", "cannot read image"),
-    ("folder_named_png", "is a folder"), ("not_a_build", "is a folder"),
+    ("folder_named_png", "is a folder"), ("not_a_build", "is a folder"), ("fifo_png", "not a regular file"),
+    ("loop_png", "points back to itself"),
 ]
 IMAGE_ERRORS = [([command, "--image", "{" + name + "}", *extra], message)
                 for name, message in BAD_IMAGES
                 for command, extra in [("generate", []), ("viz", []), ("bench", ["--random-init", "tiny", "--repeats", "1"])]]
-IMAGE_ERRORS += [(["generate", "--image", "/no/such/photo.jpg"], "image not found"), (["viz", "--image", "nope.png"], "image not found")]
+IMAGE_ERRORS += [(["generate", "--image", "/no/such/photo.jpg"], "image not found"), (["viz", "--image", "nope.png"], "image not found"),
+                 (["generate", "--image", "/dev/zero"], "not a regular file"), (["ask", "--image", "{fifo_png}"], "not a regular file")]
 
 BAD_CHECKPOINTS = [  # (world name, message)
     ("empty_dir", "no config.json"), ("config_not_json", "cannot parse"), ("config_is_a_list", "holds a None model"),
@@ -221,12 +270,25 @@ BAD_CHECKPOINTS = [  # (world name, message)
     ("text_hidden_mismatch", ""), ("fewer_text_layers_in_weights", "do not fit its config"),
     ("truncated_weights", "cannot load the checkpoint"), ("garbage_weights", "cannot load the checkpoint"),
     ("next_patch_size_0", "patch_size must be a positive integer"), ("config_only", ""), ("a_file", "model directory not found"),
+    ("fifo_config", "not a regular file"), ("loop_dir", "points back to itself"), ("model_type_list", "holds a ['llava'] model"),
+    ("feature_layer_beyond", "vision_feature_layer must be a layer in -11..10"), ("feature_layer_string", "vision_feature_layer"),
+    ("context_string", "max_position_embeddings"), ("vocab_0", "vocab_size must be a positive integer"),
+    ("image_token_beyond_vocab", "image_token_index must be a token id"), ("layers_huge", "more than 1000"),
+    ("text_layers_huge", "text_config.num_hidden_layers 1000000000 is more than 1000"),
+    *[(name, "image_grid_pinpoints") for name in ("pinpoints_empty", "pinpoints_string", "pinpoints_not_tiles", "pinpoints_huge")],
+    ("pinpoints_processor_differs", "the processor's image_grid_pinpoints"),
+    ("tokenizer_garbage", "cannot load the processor"), ("tokenizer_missing", "cannot load the processor"),
+    ("processor_config_missing", "the processor's patch_size is None"), ("preprocessor_list", "cannot load the processor"),
+    ("preprocessor_missing", "preprocessor_config.json"), ("generation_config_list", "cannot load the checkpoint"),
 ]
 CHECKPOINT_ERRORS = [([command, "--model", "{" + name + "}", *extra], message)
                      for name, message in BAD_CHECKPOINTS
                      for command, extra in [("generate", []), ("viz", []), ("bench", ["--stage", "select", "--batch", "1"])]]
 CHECKPOINT_ERRORS += [(["build", "--model", "{" + name + "}", "--output", "{sandbox}/out", "--onnx-only"], message)
                       for name, message in BAD_CHECKPOINTS[:13]]
+CHECKPOINT_ERRORS += [(["build", "--model", "{" + name + "}", "--output", "{sandbox}/out", "--onnx-only"], message)
+                      for name, message in [("tokenizer_garbage", "cannot load the processor"), ("processor_config_missing", "patch_size"),
+                                            ("pinpoints_processor_differs", "image_grid_pinpoints"), ("vocab_0", "vocab_size")]]
 
 OUTPUT_ERRORS = [
     # build: --force replaces an earlier hivtp build and nothing else
@@ -241,21 +303,26 @@ OUTPUT_ERRORS = [
         ("{manifest_no_files}", ["--force"], "damaged"), ("{manifest_not_json}", ["--force"], "cannot parse"),
         (LLAVA, ["--force"], "would replace the checkpoint"), (str(Path(LLAVA).parent), ["--force"], "would replace the checkpoint"),
         ("{a_file}/sub", [], "is a file, not a folder"), ("/proc/hivtp-out", [], "cannot write"),
-        ("x" * 300, [], "longer than 255 bytes"),
+        ("x" * 300, [], "longer than 255 bytes"), ("{loop_dir}", ["--force"], "points back to itself"),
+        ("{loop_dir}/sub", [], "points back to itself"),
     ]],
+    (["serve", "--repository-only", "{loop_dir}", "--force"], "points back to itself"),
     # files: never a folder, a device, an unwritable place or a wrong kind of file
     *[(["viz", "--out", out], message) for out, message in [
         ("{sandbox}/work", "is a folder"), (".", "is a folder"), ("{a_file}/x.png", "is a file, not a folder"),
         ("/proc/x.png", "cannot write"), ("/dev/null", "expected a .png"), ("picture.jpg", "expected a .png"),
         ("{not_a_build}", "is a folder"), ("y" * 300 + ".png", "longer than 255 bytes"), ("/dev/null/x.png", "not a folder"),
+        ("{dangling}/x.png", "symbolic link to nothing"), ("{loop_dir}/x.png", "points back to itself"),
     ]],
     *[(["fidelity", "--out", out], message) for out, message in [
         ("{sandbox}/work", "is a folder"), ("{a_file}/r.json", "is a file, not a folder"), ("/proc/r.json", "cannot write"),
         ("table.csv", "expected a .json"), ("z" * 300 + ".json", "longer than 255 bytes"),
+        ("{json_beside_folder_png}", "folder.png, and that is a folder"), ("{json_beside_fifo_png}", "fifo.png, which exists and is not"),
+        ("{dangling}/r.json", "symbolic link to nothing"),
     ]],
     *[(["bench", "--random-init", "tiny", "--out-dir", out], message) for out, message in [
         ("{a_file}", "is a file, not a folder"), ("{a_file}/sub", "is a file, not a folder"), ("/proc/bench", "cannot write"),
-        ("/dev/null", "is a file, not a folder"),
+        ("/dev/null", "is a file, not a folder"), ("{dangling}", "symbolic link to nothing"),
     ]],
 ]
 

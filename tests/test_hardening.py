@@ -37,6 +37,17 @@ def test_16_bit_greyscale_keeps_its_range(tmp_path) -> None:
     assert np.asarray(load_image(path))[0, :, 0].tolist() == [0, 64, 128, 255]  # clipped to white before
 
 
+def test_float_pixels_nan_and_inf_keep_the_range_and_warn_nothing(tmp_path) -> None:
+    import warnings
+
+    path = tmp_path / "float.tif"
+    Image.fromarray(np.array([[np.nan, np.inf, 0.5, -np.inf, 1.0]], dtype=np.float32)).save(path)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # an overflow warning would be a second stderr line
+        pixels = np.asarray(load_image(path))[0, :, 0]
+    assert pixels.tolist() == [0, 255, 128, 0, 255]  # [0, 1] data: one inf pixel does not darken the rest
+
+
 def test_exif_orientation_is_applied() -> None:
     image = Image.new("RGB", (40, 20), (255, 0, 0))
     image.paste((0, 0, 255), (0, 0, 10, 20))  # blue strip on the left
@@ -247,11 +258,52 @@ def test_every_option_has_help() -> None:
 @pytest.mark.parametrize("argv", [
     ["-m", "hivtp.build.rtx_check", "--json", "{dir}"],
     ["-m", "hivtp.build.ort_check", "--model", "{dir}", "--onnx", "{dir}/missing.onnx"],
+    ["-m", "hivtp.build.ort_check", "--model", str(shipped_model("llava")), "--onnx", str(Path(hivtp.__file__).parent / "data" / "sample.png")],
     ["-m", "hivtp.lmms", "--tasks"],
     [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "0"],
+    [str(Path(__file__).parents[1] / "scripts" / "bench_cli.py"), "--repeats", "99999999999"],  # hours of runs
 ])
 def test_other_entry_points_refuse_in_one_line(argv, tmp_path) -> None:
     """`python -m` tools and scripts end as the CLI does (hivtp.cli.one_line_errors): one line, exit 2."""
     done = subprocess.run([sys.executable, *[a.format(dir=tmp_path) for a in argv]], capture_output=True, text=True, timeout=300)
     assert done.returncode == 2, done.stderr
     assert done.stderr.startswith("hivtp: error: ") and done.stderr.count("\n") == 1, done.stderr
+
+
+# ---- clients: a server that never answers ----------------------------------------------------------
+
+
+def test_ask_gives_up_on_a_silent_server_within_its_timeout(capsys) -> None:
+    """A loopback listener that accepts connections and never answers: `hivtp ask --timeout 1` is one line
+    within seconds (the gRPC stream's graceful stop used to wait for the pending answer, 20 s or more)."""
+    import socket
+    import threading
+    import time
+
+    pytest.importorskip("tritonclient.grpc")
+    listener = socket.create_server(("127.0.0.1", 0))
+    listener.settimeout(0.2)
+    held, done = [], threading.Event()
+
+    def accept() -> None:
+        while not done.is_set():
+            try:
+                held.append(listener.accept()[0])
+            except OSError:
+                continue
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    try:
+        start = time.monotonic()
+        code = cli_exit_code(["ask", "--url", f"127.0.0.1:{listener.getsockname()[1]}", "--timeout", "1"])
+        elapsed = time.monotonic() - start
+    finally:
+        done.set()
+        thread.join(5)
+        for connection in held:
+            connection.close()
+        listener.close()
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "no answer from the server within 1 s" in err, err
+    assert elapsed < 8, elapsed

@@ -114,7 +114,7 @@ def test_ort_check_refuses_what_it_cannot_run_in_one_line(tiny_dirs, tmp_path, c
     model, _ = load_llava(tiny_dirs["llava"], dtype=torch.float32)
     bf16 = export_vision(model, CONFIGS["paper"], tmp_path / "bf16.onnx", max_batch=2, dtype=torch.bfloat16).path
     (tmp_path / "garbage.onnx").write_bytes(b"\x00not an onnx model")
-    for path, reason in [(bf16, "is a bf16 graph"), (tmp_path / "garbage.onnx", "is not an ONNX file")]:
+    for path, reason in [(bf16, "is a bf16 graph"), (tmp_path / "garbage.onnx", "cannot read the ONNX file")]:
         assert main(["--model", str(tiny_dirs["llava"]), "--onnx", str(path)]) == 2
         err = capsys.readouterr().err
         assert err.startswith("hivtp: error: ") and err.count("\n") == 1 and reason in err, err

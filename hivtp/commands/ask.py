@@ -6,7 +6,7 @@ import argparse
 import re
 from typing import Any
 
-from hivtp.args import path, positive_int
+from hivtp.args import path, positive_int, prompt, seconds
 
 
 def url(text: str) -> str:
@@ -20,12 +20,12 @@ def add_parser(commands: Any) -> None:
     parser = commands.add_parser("ask", help="ask a running `hivtp serve` about an image (gRPC)")
     parser.add_argument("--url", type=url, default="127.0.0.1:8001", help="the server's gRPC HOST:PORT")
     parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
-    parser.add_argument("--prompt", default="what color is the circle ?", help="question about the image")
+    parser.add_argument("--prompt", type=prompt, default="what color is the circle ?", help="question about the image")
     parser.add_argument("--stream", action="store_true", help="print the answer token by token as it is generated")
     parser.add_argument("--budget", type=positive_int, help="visual tokens kept per image (per crop for NeXT); default: the server's")
     parser.add_argument("--pruning-mode", choices=("paper", "budget", "none"), help="override the server's default pruning")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="most tokens to generate")
-    parser.add_argument("--timeout", type=positive_int, default=120, help="seconds to wait for the answer")
+    parser.add_argument("--timeout", type=seconds, default=120, help="seconds to wait for the answer")
     parser.set_defaults(run=run)
 
 

@@ -6,13 +6,16 @@ import argparse
 import os
 from typing import Any
 
-from hivtp.args import CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.args import (
+    CONFIG_OPTIONS, add_config_arguments, comma_ints, config_from, non_negative_int, path, positive_int, prompt, refuse_unused, seconds,
+)
 from hivtp.commands.serve import SERVER_DEFAULTS, add_server_arguments, fill_server_defaults
 from hivtp.outputs import check_output_folder, results_dir
 
 PRESETS = ("tiny", "llava-1.5-7b", "llava-next-7b")  # hivtp/data/configs (tiny = the demo's config)
 DTYPES = ("float16", "bfloat16", "float32")
 SERVE_REQUESTS, SERVE_TIME_LIMIT = 64, 120
+MAX_CONCURRENCY = 1024  # client threads, each with its own gRPC stream: beyond, the client machine is what gets measured
 SERVE_ONLY = {"concurrency": "--concurrency", "requests": "--requests", "time_limit": "--time-limit",
               **{dest: option for dest, (option, _) in SERVER_DEFAULTS.items()}}
 MAX_REPEATS = 1000  # per row; more is a typo, not a plan
@@ -58,12 +61,12 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--threads", type=positive_int,
                         help="CPU threads for torch (default: the CPUs this process may use; printed with the results)")
     parser.add_argument("--image", type=path, help="image file, e2e, vision and serve (default: the bundled sample image)")
-    parser.add_argument("--prompt", help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--prompt", type=prompt, help=f"prompt of every request, e2e and serve (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--out-dir", type=path, help="folder for the JSON and PNG (default: the per-user results folder, see README)")
     serve = parser.add_argument_group("--stage serve")
-    serve.add_argument("--concurrency", type=comma_ints, help="concurrent clients per point (default: 1,4,16,64)")
+    serve.add_argument("--concurrency", type=comma_ints, help=f"concurrent clients per point, at most {MAX_CONCURRENCY} (default: 1,4,16,64)")
     serve.add_argument("--requests", type=positive_int, help=f"requests per point, at least 2 x concurrency (default: {SERVE_REQUESTS})")
-    serve.add_argument("--time-limit", type=positive_int, help=f"seconds per point; no new request after it (default: {SERVE_TIME_LIMIT})")
+    serve.add_argument("--time-limit", type=seconds, help=f"seconds per point; no new request after it (default: {SERVE_TIME_LIMIT})")
     add_server_arguments(serve)
     add_config_arguments(parser)
     parser.set_defaults(run=run)
@@ -79,6 +82,8 @@ def check_serve_arguments(args: argparse.Namespace) -> None:
         raise ValueError("--ops, --warmup, --repeats and --compile have no effect in the serve stage (see --requests, --time-limit)")
     if args.budget is not None:
         raise ValueError("the serve stage compares several budgets: pass --budgets K1,K2,...")
+    if args.concurrency and max(args.concurrency) > MAX_CONCURRENCY:
+        raise ValueError(f"--concurrency {max(args.concurrency)}: at most {MAX_CONCURRENCY} clients")
     fill_server_defaults(args)
     args.requests = args.requests or SERVE_REQUESTS
     args.time_limit = args.time_limit or SERVE_TIME_LIMIT

@@ -5,8 +5,8 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, refuse_unused
-from hivtp.outputs import output_file
+from hivtp.args import add_config_arguments, comma_ints, config_from, path, positive_int, prompt, refuse_unused, seed
+from hivtp.outputs import check_not_an_input, output_file
 
 MAX_QUESTIONS = 100_000  # ~ an hour per model on a CPU; beyond that a typo, not a plan
 DEFAULT_PROMPT = "what is in the picture ?"
@@ -19,11 +19,11 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--model", type=path, help="local HF LLaVA-1.5 / LLaVA-NeXT checkpoint (default: the shipped shapes models)")
     parser.add_argument("--questions", type=positive_int, help=f"held-out shapes questions, shapes mode (default: {DEFAULT_QUESTIONS}, at most {MAX_QUESTIONS})")
     parser.add_argument("--images", type=path, help="folder of images (.png/.jpg/...): agreement with the full model instead of accuracy")
-    parser.add_argument("--prompt", help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
+    parser.add_argument("--prompt", type=prompt, help=f"the question asked about every image, with --images (default: {DEFAULT_PROMPT!r})")
     parser.add_argument("--budgets", type=comma_ints,
                         help="tokens per image (per crop for NeXT) (default: 32,16,8,4 for shapes; per model type for --images)")
     parser.add_argument("--max-new-tokens", type=positive_int, help=f"answer length, with --images (default: {DEFAULT_MAX_NEW_TOKENS})")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the random baseline and the oracle's random fill")
+    parser.add_argument("--seed", type=seed, default=0, help="seed of the random baseline and the oracle's random fill")
     parser.add_argument("--positions", choices=("both", "renumbered"),
                         help="shapes mode: also run every pruned row with kept tokens at their original position ids "
                              "(an ablation; the deployed layout renumbers them), or the deployed layout only (default: both)")
@@ -51,7 +51,8 @@ def run(args: argparse.Namespace) -> None:
         raise ValueError(f"--questions {args.questions}: at most {MAX_QUESTIONS}")
     base = config_from(args)
     stem = args.model.name if args.model and args.images else ("agreement" if args.images else "shapes")
-    args.out = output_file(args.out, "--out", ".json", "fidelity", stem)
+    args.out = output_file(args.out, "--out", ".json", "fidelity", stem, beside=(".png",))  # the figure
+    check_not_an_input(args.out, "--out", {args.images: "the --images folder", args.model: "the checkpoint"})  # not read back as input
     from hivtp.loading import check_device
 
     check_device(args.device)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import CONFIG_OPTIONS, add_config_arguments, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.args import CONFIG_OPTIONS, add_config_arguments, config_from, int_at_least, path, positive_int, prompt, refuse_unused
 
 DEFAULT_PROMPT = "what color is the circle ?"  # the bundled sample image's question
+MAX_TTFT_REPEATS = 1000  # each one a full prefill: more is a typo, not a plan
 
 
 def add_parser(commands: Any) -> None:
@@ -17,9 +18,9 @@ def add_parser(commands: Any) -> None:
     source.add_argument("--engine", type=path, help="engine directory from `hivtp build` (TensorRT-LLM 1.2.1 backend)")
     parser.add_argument("--plugin-lib", type=path, help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
     parser.add_argument("--image", type=path, help="image file (default: the bundled sample image)")
-    parser.add_argument("--prompt", default=DEFAULT_PROMPT, help="question about the image")
+    parser.add_argument("--prompt", type=prompt, default=DEFAULT_PROMPT, help="question about the image")
     parser.add_argument("--max-new-tokens", type=positive_int, default=16, help="most tokens to generate")
-    parser.add_argument("--ttft-repeats", type=non_negative_int, default=3,
+    parser.add_argument("--ttft-repeats", type=int_at_least(0, f"an integer >= 0, at most {MAX_TTFT_REPEATS}", MAX_TTFT_REPEATS), default=3,
                         help="TTFT = median of this many first-token runs after one warm-up (0: not timed)")
     parser.add_argument("--device", help="torch device, e.g. cpu, cuda, cuda:1 (default: cpu)")
     parser.add_argument(

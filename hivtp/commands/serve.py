@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from typing import Any
 
-from hivtp.args import add_config_arguments, config_from, non_negative_int, path, positive_int, refuse_unused
+from hivtp.args import add_config_arguments, config_from, non_negative_int, path, positive_int, refuse_unused, seconds
 from hivtp.runtime.triton.repository import ServeOptions  # light (no torch): the defaults are the library's
 from hivtp.runtime.triton.serve import LaunchOptions
 from hivtp.runtime.triton.server import Ports
@@ -35,7 +35,7 @@ def add_parser(commands: Any) -> None:
     parser.add_argument("--max-tokens-limit", type=positive_int, default=SERVE.max_tokens_limit, help="largest max_tokens a request may ask")
     add_server_arguments(parser)
     parser.add_argument("--plugin-lib", type=path, help="libhivtp_plugin.so for --engine (default: $HIVTP_PLUGIN_LIB)")
-    parser.add_argument("--start-timeout", type=positive_int,
+    parser.add_argument("--start-timeout", type=seconds,
                         help=f"seconds to wait for the server to be ready (default: {LAUNCH.start_timeout_s:.0f})")
     add_config_arguments(parser)
     parser.set_defaults(run=run)

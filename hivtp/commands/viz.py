@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from hivtp.args import add_config_arguments, config_from, path
-from hivtp.outputs import output_file
+from hivtp.outputs import check_not_an_input, output_file
 
 
 def add_parser(commands: Any) -> None:
@@ -23,8 +23,7 @@ def run(args: argparse.Namespace) -> None:
     config = config_from(args)
     stem = f"{args.image.stem if args.image else 'sample'}-{config.mode}{config.budget or ''}"
     out = output_file(args.out, "--out", ".png", "viz", stem)
-    if args.image and out == args.image.resolve():
-        raise ValueError(f"--out {args.out} is the input image: pick another file name")
+    check_not_an_input(out, "--out", {args.image: "the input image", args.model: "the checkpoint"})
     from hivtp.demo import sample_image_path, shipped_model
     from hivtp.loading import load_image, load_llava
     from hivtp.viz import render

@@ -19,7 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hivtp.runtime.triton.repository import ENSEMBLE
+from hivtp.config import is_int
+from hivtp.runtime.triton.repository import ENSEMBLE, INT32_MAX
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,12 @@ class Question:
     budget: int | None = None
     pruning_mode: str | None = None  # paper | budget | none
     stream: bool = False
+
+    def __post_init__(self) -> None:
+        for name in ("max_tokens", "budget"):  # the ensemble's INT32 inputs; the server judges the values that fit
+            value = getattr(self, name)
+            if value is not None and (not is_int(value) or not -INT32_MAX - 1 <= value <= INT32_MAX):
+                raise ValueError(f"{name} must be an integer that fits the server's INT32 input (at most {INT32_MAX}), got {value!r}")
 
     def arrays(self) -> dict[str, np.ndarray]:
         """Ensemble inputs, batch dimension first."""
@@ -142,7 +149,9 @@ class GrpcSession:
         return f"the server refused the request: {message}"
 
     def close(self) -> None:
-        self.client.stop_stream()
+        # cancel what is still pending: a graceful stop waits for every request's answer, so a server that
+        # accepted the connection and never answers held `hivtp ask --timeout 5` for 20 s or more
+        self.client.stop_stream(cancel_requests=True)
         self.client.close()
 
 

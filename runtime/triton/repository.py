@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hivtp.config import HIVTPConfig
+from hivtp.config import HIVTPConfig, is_int
 from hivtp.outputs import read_json
 from hivtp.runtime.triton import pbtxt
 from hivtp.runtime.triton.pbtxt import Tensor, scalar
@@ -40,6 +40,13 @@ MODEL_CLASSES = {  # Python models -> their class in hivtp.runtime.triton.models
 }
 ENGINE_VISION_CLASS = "EngineVision"
 NO_PRUNING = -1  # the `pruning` tensor between models: -1 none, 0 paper mode, K > 0 a budget of K
+INT32_MAX = 2**31 - 1  # Triton's config fields and the ensemble's INT32 inputs
+LIMITS = {  # ServeOptions field -> the most it may be: beyond, a typo that Triton would refuse at load time or that no machine runs
+    "instances": 64, "max_batch": 1024, "queue_delay_us": 60_000_000, "max_queue": 1 << 20, "max_tokens_default": INT32_MAX,
+    "max_tokens_limit": INT32_MAX, "max_prompt_chars": 1 << 24, "max_image_bytes": 1 << 31, "max_image_pixels": 1 << 31,
+    "torch_threads": 1024,
+}
+MAX_GPU_ID = 1023
 
 
 @dataclass(frozen=True)
@@ -61,6 +68,22 @@ class ServeOptions:
     max_image_pixels: int = 40_000_000
     torch_threads: int = 1  # per instance: several instances on a few cores would oversubscribe them
     plugin_library: Path | None = None  # engine flavour: libhivtp_plugin.so (the TensorRT backend loads it)
+
+    def __post_init__(self) -> None:
+        """Sizes Triton or a machine cannot take are one ValueError here, not a server that fails to load."""
+        for name, most in LIMITS.items():
+            value, least = getattr(self, name), 0 if name == "queue_delay_us" else 1
+            if not is_int(value) or not least <= value <= most:
+                raise ValueError(f"{name.replace('_', '-')} must be an integer in {least}..{most}, got {value!r}")
+        if self.gpus is not None:
+            gpus = self.gpus
+            if (not isinstance(gpus, (tuple, list)) or not gpus or not all(is_int(g) and 0 <= g <= MAX_GPU_ID for g in gpus)
+                    or len(set(gpus)) != len(gpus)):
+                raise ValueError(f"gpus must be distinct GPU ids in 0..{MAX_GPU_ID}, got {gpus!r}")
+        if self.config.budget is not None and self.config.budget > INT32_MAX:  # the `pruning` tensor between models
+            raise ValueError(f"budget {self.config.budget} does not fit the server's INT32 pruning tensor (at most {INT32_MAX})")
+        if self.max_tokens_default > self.max_tokens_limit:
+            raise ValueError(f"max-tokens-limit {self.max_tokens_limit} is below the default answer length {self.max_tokens_default}")
 
     @property
     def flavour(self) -> str:
@@ -248,9 +271,11 @@ def write_repository(directory: Path, options: ServeOptions, force: bool = False
     from hivtp.outputs import check_owned_output
 
     if options.model_dir is not None:  # what the server would fail on at load time: one line now
-        from hivtp.loading import checkpoint_config
+        from hivtp.loading import check_processor, checkpoint_config, load_processor
 
-        options.config.check_encoder(checkpoint_config(options.model_dir).vision_config.num_hidden_layers)
+        model_config = checkpoint_config(options.model_dir)
+        options.config.check_encoder(model_config.vision_config.num_hidden_layers)
+        check_processor(load_processor(options.model_dir), model_config, options.model_dir)  # no weights: a second
     models = repository_models(options)
     sources = {path: what for path, what in ((options.model_dir, "the checkpoint"), (options.engine_dir, "the build"))
                if path is not None}

@@ -18,6 +18,7 @@ Facts this module relies on, measured with that wheel (README "Serve"):
 
 from __future__ import annotations
 
+import errno
 import os
 import re
 import shutil
@@ -62,14 +63,24 @@ def free_ports(host: str) -> Ports:
 
 
 def check_ports_free(host: str, ports: Ports) -> None:
-    """One line naming the first port someone already listens on (a second `hivtp serve`, another server)."""
+    """One line naming the first port someone already listens on (a second `hivtp serve`, another server),
+    or the host when it is no IPv4 address of this machine (an empty one would listen on every interface)."""
+    if not isinstance(host, str) or not host.strip():
+        raise ValueError(f"host {host!r} is empty: pass an address such as 127.0.0.1 (0.0.0.0 listens on every interface)")
     for label, port in ports.all().items():
         with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
             probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
                 probe.bind((host, port))
+            except (socket.gaierror, UnicodeError, TypeError) as err:  # TypeError: a name Python cannot encode
+                reason = getattr(err, "strerror", None) or str(err)
+                raise ValueError(f"host {host!r} is not an IPv4 address or a name this machine resolves ({reason})") from None
             except OSError as err:
-                raise ValueError(f"{label} port {host}:{port} is busy ({err.strerror}): stop what listens there or pick another port") from None
+                if err.errno == errno.EADDRINUSE:
+                    raise ValueError(f"{label} port {host}:{port} is busy ({err.strerror}): "
+                                     "stop what listens there or pick another port") from None
+                raise ValueError(f"cannot listen on {host}:{port} ({err.strerror}): "
+                                 "pass an IPv4 address of this machine, e.g. 127.0.0.1") from None
 
 
 def pytriton_root() -> Path | None:
