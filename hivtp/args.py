@@ -25,26 +25,12 @@ class DefaultsHelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
         return action.help if action.default is None else super()._get_help_string(action)
 
 
-class StoreOnce(argparse.Action):
-    """argparse's plain store, except that an option given twice with different values is refused: the last
-    one would win silently, and `--budget 4 ... --budget 8` is a pasted line, not a choice."""
-
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
-        given = namespace.__dict__.setdefault("_given", {})  # dest -> the value given on this command line
-        if self.dest in given and given[self.dest] != values:
-            parser.error(f"{option_string} given twice, with different values ({given[self.dest]} and {values}): pass it once")
-        given[self.dest] = values
-        setattr(namespace, self.dest, values)
-
-
 class OneLineParser(argparse.ArgumentParser):
     """argparse prints usage plus a message; users get one clear line instead, and every default in --help."""
 
     def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
         kwargs.setdefault("formatter_class", DefaultsHelpFormatter)
         super().__init__(*args, **kwargs)
-        self.register("action", None, StoreOnce)  # every plain option (add_argument's default action)
-        self.register("action", "store", StoreOnce)
 
     def error(self, message: str) -> None:  # type: ignore[override]
         self.exit(2, f"hivtp: error: {one_line(message)}\n")
