@@ -215,14 +215,13 @@ def build(options: BuildOptions) -> Path:
     output = check_build_output(options.output, options.model_dir, options.force)
     from hivtp.build.trtllm_decoder import check_positions
     from hivtp.loading import check_processor, checkpoint_config, load_processor
+    from hivtp.plugins.plugin_fields import check_fields
 
     model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
     check_processor(load_processor(options.model_dir), model_config, options.model_dir)  # the runtime's preprocessing
     options.config.check_encoder(model_config.vision_config.num_hidden_layers)
     check_positions(options.config)  # the API can ask for the torch-only ablation; engines cannot run it
-    from hivtp.plugins.plugin_fields import check_fields
-
-    check_fields(options.config)
+    check_fields(options.config)  # the plugins' int32 fields
     model_type = model_config.model_type
     if options.select_impl not in SELECT_IMPLS:
         raise ValueError(f"select_impl must be one of {SELECT_IMPLS}, got {options.select_impl!r}")

@@ -16,6 +16,9 @@ POSITIONS = ("renumbered", "original")  # position ids of a pruned sequence: dep
 PAPER_SCORE_LAYERS, PAPER_DEPTH = (6, 7, 8), 24  # the paper's score layers, in CLIP ViT-L's 24 layers
 
 
+INT32_MAX = 2**31 - 1  # the largest int an engine's plugin field or a server's INT32 tensor carries
+
+
 def is_int(value: Any) -> bool:
     """An int that is not a bool (True is an int to Python, never a count or a layer here)."""
     return isinstance(value, int) and not isinstance(value, bool)

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from hivtp.config import PAPER_SCORE_LAYERS, HIVTPConfig
+from hivtp.config import INT32_MAX, PAPER_SCORE_LAYERS, HIVTPConfig
 
 SCORE, SELECT = "Score", "Select"
 PLUGIN_NAMESPACE = "hivtp"
@@ -85,9 +85,6 @@ CONFIG_ONLY_FIELDS: dict[str, str] = {
 def fields_of(plugin: str) -> tuple[PluginFieldSpec, ...]:
     """The fields one creator declares, in declaration order."""
     return tuple(f for f in PLUGIN_FIELDS if plugin in f.plugins)
-
-
-INT32_MAX = 2**31 - 1  # kINT32: what the ONNX parser hands the creators
 
 
 def check_fields(config: HIVTPConfig) -> None:

@@ -19,8 +19,8 @@ from typing import Any
 
 import numpy as np
 
-from hivtp.config import is_int
-from hivtp.runtime.triton.repository import ENSEMBLE, INT32_MAX
+from hivtp.config import INT32_MAX, is_int
+from hivtp.runtime.triton.repository import ENSEMBLE
 
 
 @dataclass(frozen=True)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from hivtp.config import HIVTPConfig, is_int
+from hivtp.config import INT32_MAX, HIVTPConfig, is_int
 from hivtp.outputs import read_json
 from hivtp.runtime.triton import pbtxt
 from hivtp.runtime.triton.pbtxt import Tensor, scalar
@@ -40,7 +40,6 @@ MODEL_CLASSES = {  # Python models -> their class in hivtp.runtime.triton.models
 }
 ENGINE_VISION_CLASS = "EngineVision"
 NO_PRUNING = -1  # the `pruning` tensor between models: -1 none, 0 paper mode, K > 0 a budget of K
-INT32_MAX = 2**31 - 1  # Triton's config fields and the ensemble's INT32 inputs
 LIMITS = {  # ServeOptions field -> the most it may be: beyond, a typo that Triton would refuse at load time or that no machine runs
     "instances": 64, "max_batch": 1024, "queue_delay_us": 60_000_000, "max_queue": 1 << 20, "max_tokens_default": INT32_MAX,
     "max_tokens_limit": INT32_MAX, "max_prompt_chars": 1 << 24, "max_image_bytes": 1 << 31, "max_image_pixels": 1 << 31,
