@@ -157,7 +157,7 @@ def compare(model: Any, processor: Any, onnx_path: str | Path, images: list[Imag
     assert torch.equal(indices.long(), pruned.indices), "kept indices differ between ORT and torch"
     assert torch.equal(layout.kept_tokens, pruned.kept_tokens), "visual tokens per image differ"
     expected = pruned.features.float()
-    if session.get_inputs()[0].type == "tensor(float16)":  # measured: max |diff| <= 1e-3 x max |feature| (shipped models)
+    if session.get_inputs()[0].type == "tensor(float16)":  # fp16 rounding in every layer: a tolerance on the features' scale
         torch.testing.assert_close(layout.features, expected, rtol=1e-2, atol=1e-2 * float(expected.abs().max()))
     else:
         torch.testing.assert_close(layout.features, expected, rtol=1e-4, atol=1e-4)
