@@ -122,12 +122,14 @@ def resolve_dtype(text: str | None, device: torch.device) -> torch.dtype:
     return DTYPES[text]
 
 
-def load_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, str]:
-    """(model, processor, label) from --model or --random-init."""
+def load_model(
+    args: argparse.Namespace, device: torch.device, dtype: torch.dtype, vision_only: bool = False
+) -> tuple[Any, Any, str]:
+    """(model, processor, label) from --model or --random-init (vision_only: the language model shrunk away)."""
     if args.model:
         model, processor = load_llava(args.model, dtype=dtype, device=str(device))
         return model, processor, Path(args.model).name
-    model, processor = random_llava(args.random_init, device, dtype)
+    model, processor = random_llava(args.random_init, device, dtype, vision_only=vision_only)
     return model, processor, args.random_init
 
 

@@ -21,9 +21,8 @@ from tqdm import tqdm
 from transformers import CLIPVisionModel
 
 from hivtp.args import config_from
-from hivtp.bench import build_on, check_sizes, output_path, preset_config, resolve_device, resolve_dtype, source_config
+from hivtp.bench import build_on, check_sizes, output_path, resolve_device, resolve_dtype, source_config
 from hivtp.config import HIVTPConfig
-from hivtp.demo import tiny_tokenizer
 from hivtp.loading import load_llava
 from hivtp.plugins.reference import importance_scores_from_qk, select_tokens
 from hivtp.runtime.hf import patch_grid
@@ -32,17 +31,15 @@ from hivtp.timing import Stats, measure, run_metadata, write_json
 KERNEL_SHARE_TARGET = 0.01  # kernel time < 1% of the encoder's
 
 
-def vision_tower(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str, Any]:
+def vision_tower(args: argparse.Namespace, hf_config: Any, device: torch.device, dtype: torch.dtype) -> tuple[torch.nn.Module, str]:
     """The CLIP tower alone for --random-init (7B presets fit a CPU: the tower is 0.3B), else the checkpoint's;
-    with its label and the LLaVA config's vision_feature_layer (relative score layers sit below it)."""
+    with its label. hf_config: `source_config(args)`."""
     if args.model:
         model, _ = load_llava(args.model, dtype=dtype, device=str(device))
-        return model.model.vision_tower, args.model.name, model.config.vision_feature_layer
-    tokenizer = tiny_tokenizer()
-    config = preset_config(args.random_init, len(tokenizer), tokenizer.convert_tokens_to_ids("<image>"))
+        return model.model.vision_tower, args.model.name
     torch.manual_seed(0)
-    tower = build_on(device, dtype, lambda: CLIPVisionModel(config.vision_config)).eval()
-    return tower, args.random_init, config.vision_feature_layer
+    tower = build_on(device, dtype, lambda: CLIPVisionModel(hf_config.vision_config)).eval()
+    return tower, args.random_init
 
 
 def op_inputs(stage: str, vision_config: Any, config: HIVTPConfig, batch: int, device: torch.device, dtype: torch.dtype):
@@ -86,10 +83,11 @@ def run_kernels(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
     config = config_from(args)
-    check_sizes(source_config(args), config, args.batch or (1, 8, 32), 1, device, dtype)
-    tower, label, model_feature_layer = vision_tower(args, device, dtype)
+    hf_config = source_config(args)
+    check_sizes(hf_config, config, args.batch or (1, 8, 32), 1, device, dtype)
+    tower, label = vision_tower(args, hf_config, device, dtype)
     vision_config = tower.config
-    feature_layer = config.resolve_feature_layer(model_feature_layer, vision_config.num_hidden_layers + 1)
+    feature_layer = config.resolve_feature_layer(hf_config.vision_feature_layer, vision_config.num_hidden_layers + 1)
     config = config.for_tower(vision_config.num_hidden_layers, feature_layer)
     timed: dict[str, Any] = dict(device=device, warmup=args.warmup, repeats=args.repeats)
     rows = []

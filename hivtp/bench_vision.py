@@ -26,7 +26,7 @@ from tqdm import tqdm
 from transformers import LlavaNextForConditionalGeneration
 
 from hivtp.args import config_from
-from hivtp.bench import (bench_image, check_sizes, load_model, output_path, random_llava, resolve_device, resolve_dtype,
+from hivtp.bench import (bench_image, check_sizes, load_model, output_path, resolve_device, resolve_dtype,
                          source_config)
 from hivtp.bench_e2e import prune_ops
 from hivtp.build.pipeline import max_crops
@@ -124,14 +124,6 @@ def plot(rows: list[dict[str, Any]], title: str) -> Any:
     return figure
 
 
-def vision_model(args: argparse.Namespace, device: torch.device, dtype: torch.dtype) -> tuple[Any, Any, str]:
-    """--model as it is; --random-init with the language model shrunk away (the vision path keeps its real sizes)."""
-    if args.model:
-        return load_model(args, device, dtype)
-    model, processor = random_llava(args.random_init, device, dtype, vision_only=True)
-    return model, processor, args.random_init
-
-
 def run_vision(args: argparse.Namespace) -> None:
     device = resolve_device(args.device)
     dtype = resolve_dtype(args.dtype, device)
@@ -139,7 +131,7 @@ def run_vision(args: argparse.Namespace) -> None:
     hf_config = source_config(args)
     check_sizes(hf_config, config, args.batch or VISION_BATCHES, max_crops(hf_config), device, dtype)
     ops = prune_ops(args.ops, device)
-    model, processor, label = vision_model(args, device, dtype)
+    model, processor, label = load_model(args, device, dtype, vision_only=True)  # the vision path keeps its real sizes
     check_model(model)
     image = bench_image(args.image, hf_config)
     rows = [{"config": config.mode, **measure_batch(model, processor, image, batch, config, ops, args, device)}

@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 from transformers import LogitsProcessor, LogitsProcessorList
 
-from hivtp.args import check_prompt
+from hivtp.args import IMAGE_MARKER, check_prompt
 from hivtp.config import HIVTPConfig
 from hivtp.runtime.backend import prepare_batch
 from hivtp.runtime.hf import apply
@@ -42,15 +42,15 @@ class FirstTokenClock(LogitsProcessor):
 
 def build_prompt(processor: Any, prompt: str) -> str:
     """Use the checkpoint's chat template when it has one; else '<image>\\n' + prompt."""
-    if "<image>" in check_prompt(prompt):
+    if IMAGE_MARKER in check_prompt(prompt):
         return prompt
     if getattr(processor, "chat_template", None):
         messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
         text = processor.apply_chat_template(messages, add_generation_prompt=True)
-        if not isinstance(text, str) or text.count("<image>") != 1:
-            raise ValueError(f"the checkpoint's chat template does not place one <image> marker: it rendered {str(text)[:80]!r}")
+        if not isinstance(text, str) or text.count(IMAGE_MARKER) != 1:
+            raise ValueError(f"the checkpoint's chat template does not place one {IMAGE_MARKER} marker: it rendered {str(text)[:80]!r}")
         return text
-    return f"<image>\n{prompt}"
+    return f"{IMAGE_MARKER}\n{prompt}"
 
 
 def check_context(model: Any, input_ids: torch.Tensor, max_new_tokens: int) -> None:

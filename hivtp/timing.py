@@ -10,8 +10,8 @@ that read a count). On the CPU the clock is `time.perf_counter`. Reported: media
 from __future__ import annotations
 
 import datetime
-import json
 import functools
+import json
 import math
 import os
 import platform

@@ -14,18 +14,17 @@ A missing or unreadable file: one `hivtp: error:` line and exit 2; a missed targ
 
 from __future__ import annotations
 
-import json
-import re
 import sys
 from pathlib import Path
 from typing import Any
 
 from hivtp.bench_e2e import TTFT_TARGET
+from hivtp.bench_kernels import KERNEL_SHARE_TARGET
 from hivtp.bench_vision import FLOOR_TARGET
 from hivtp.cli import one_line_errors
-from hivtp.timing import write_json
+from hivtp.outputs import read_json
+from hivtp.plugins.benchmarks.common import write_record
 
-REPO = Path(__file__).resolve().parents[1]
 SPEEDUP_TARGET = 0.40  # LLaVA-1.5 paper mode TTFT at least 40% below full, batch 1, --compile
 # every other target is judged where it is measured (each row's meets_target); the goals here only label it
 
@@ -40,7 +39,7 @@ def targets_of(path: Path, record: dict[str, Any]) -> list[dict[str, Any]]:
     if "timing" in record:  # scripts/gpu_check_kernels.py
         for row in record["timing"]:
             found.append(judge(f"score + select < 1% of encoder, B={row['batch']}", row["overhead_pct"],
-                               "< 1%", row["meets_target"], path))
+                               f"< {KERNEL_SHARE_TARGET:.0%}", row["meets_target"], path))
     stage = record.get("stage")
     if stage == "e2e":
         rows = record["rows"]
@@ -66,10 +65,7 @@ def judge_files(argv: list[str]) -> None:
     results, meta = [], {}
     for name in argv:
         path = Path(name)
-        try:
-            record = json.loads(path.read_text())
-        except (OSError, ValueError) as err:
-            raise ValueError(f"gpu_targets.py cannot read {path}: {err}") from None
+        record = read_json(path, f"gpu_targets.py: no such file {path}")
         try:
             results += targets_of(path, record)
         except (AttributeError, KeyError, TypeError) as err:  # a list, a record without rows, ...
@@ -78,9 +74,7 @@ def judge_files(argv: list[str]) -> None:
     width = max((len(r["target"]) for r in results), default=10)
     for r in results:
         print(f"{r['target']:<{width}}  {r['value']:>9.4f}  {r['goal']:>8}  {'met' if r['met'] else 'MISSED'}")
-    device = re.sub(r"[^A-Za-z0-9]+", "-", str(meta.get("device"))).strip("-").lower()
-    out = REPO / "results" / "gpu" / f"targets-{device}-{str(meta.get('date_utc'))[:10]}.json"
-    print(write_json(out, {**meta, "targets": results}))
+    print(write_record({**meta, "targets": results}, "gpu", "targets"))
 
 
 if __name__ == "__main__":

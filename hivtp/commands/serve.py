@@ -6,8 +6,8 @@ import argparse
 from typing import Any
 
 from hivtp.args import add_config_arguments, config_from, non_negative_int, path, positive_int, refuse_unused, seconds
-from hivtp.runtime.triton.repository import ServeOptions  # light (no torch): the defaults are the library's
-from hivtp.runtime.triton.serve import LaunchOptions
+from hivtp.runtime.triton.repository import ServeOptions, write_repository  # light (no torch): the defaults are the library's
+from hivtp.runtime.triton.serve import LaunchOptions, serve
 from hivtp.runtime.triton.server import Ports
 
 SERVE, LAUNCH, PORTS = ServeOptions(), LaunchOptions(), Ports()
@@ -99,8 +99,6 @@ def run(args: argparse.Namespace) -> None:
     from pathlib import Path
 
     from hivtp.demo import shipped_model
-    from hivtp.runtime.triton.repository import write_repository
-    from hivtp.runtime.triton.serve import serve
 
     options = ServeOptions(
         model_dir=None if args.engine else (args.model or shipped_model("llava")), engine_dir=args.engine,

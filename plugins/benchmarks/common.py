@@ -58,8 +58,8 @@ def environment() -> dict:
 
 def write_record(record: dict, folder: str, stem: str) -> Path:
     """results/<folder>/<stem>-<device>-<date>.json under the repository root, written atomically."""
-    device = re.sub(r"[^A-Za-z0-9]+", "-", record["device"]).strip("-").lower()
-    return write_json(REPO / "results" / folder / f"{stem}-{device}-{record['date_utc'][:10]}.json", record)
+    device = re.sub(r"[^A-Za-z0-9]+", "-", str(record.get("device"))).strip("-").lower()
+    return write_json(REPO / "results" / folder / f"{stem}-{device}-{str(record.get('date_utc'))[:10]}.json", record)
 
 
 def print_table(rows: list[dict]) -> None:
