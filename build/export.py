@@ -120,8 +120,9 @@ def export_vision(
     """
     path = Path(path)
     module = VisionPath(model, config, select_impl).eval()
-    dtype = next(module.parameters()).dtype if dtype is None else dtype
-    if dtype != next(module.parameters()).dtype or dtype == torch.bfloat16:
+    own = next(module.parameters()).dtype
+    dtype = own if dtype is None else dtype
+    if dtype != own or dtype == torch.bfloat16:  # bf16: Fp32PatchConv below changes the copy's conv
         module = copy.deepcopy(module).to(dtype)
     if dtype == torch.bfloat16:
         embeddings = clip_core(module.tower).embeddings

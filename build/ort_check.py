@@ -103,7 +103,11 @@ def ort_graph(path: str | Path) -> onnx.ModelProto:
 
 
 def has_plugin_nodes(path: str | Path) -> bool:
-    return any(n.domain == PLUGIN_NAMESPACE for n in read_onnx(path, load_external_data=False).graph.node)
+    return _has_plugin_nodes(read_onnx(path, load_external_data=False).graph)
+
+
+def _has_plugin_nodes(graph: onnx.GraphProto) -> bool:
+    return any(n.domain == PLUGIN_NAMESPACE for n in graph.node)
 
 
 def ort_session(path: str | Path) -> ort.InferenceSession:
@@ -114,7 +118,7 @@ def ort_session(path: str | Path) -> ort.InferenceSession:
             f"{path} is a bf16 graph, and onnxruntime's CPU provider has no bf16 kernel for several of its ops: "
             "check the fp16 export of the same checkpoint (hivtp build --dtype fp16 --onnx-only)"
         )
-    if not has_plugin_nodes(path):
+    if not _has_plugin_nodes(graph):
         return ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     register_reference_ops()
     options = ort.SessionOptions()

@@ -127,8 +127,8 @@ def _builder(module: str, function: str) -> Callable[..., Any]:
         raise ValueError(f"hivtp.build.{module}.{function} is not available in this installation: {err}") from None
 
 
-def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
-    """Load the checkpoint, export the vision ONNX in the engine's dtype (strong typing), keep NeXT's newline."""
+def _export_stage(options: BuildOptions, work: Path) -> Any:
+    """Load the checkpoint, export work/vision/model.onnx in the engine's dtype (strong typing), keep NeXT's newline."""
     import torch
     from safetensors.torch import save_file
 
@@ -139,12 +139,12 @@ def _export_stage(options: BuildOptions, vision_dir: Path) -> Any:
     model, _ = load_llava(options.model_dir, dtype="auto")
     vision_batch = options.max_batch * max_crops(model.config)
     exported = export_vision(
-        model, options.config, vision_dir / "model.onnx", vision_batch, dtype=getattr(torch, DTYPES[options.dtype]),
+        model, options.config, work / "vision" / "model.onnx", vision_batch, dtype=getattr(torch, DTYPES[options.dtype]),
         select_impl=options.select_impl,
     )
     if model.config.model_type == "llava_next":
         newline = model.model.image_newline.detach().float().contiguous()  # [D]
-        save_file({"image_newline": newline}, str(vision_dir.parent / IMAGE_NEWLINE_FILE))  # vision_dir: OUT/vision
+        save_file({"image_newline": newline}, str(work / IMAGE_NEWLINE_FILE))
     return exported
 
 
@@ -214,12 +214,10 @@ def build(options: BuildOptions) -> Path:
     """Run every stage into a scratch directory, then put it in place at options.output."""
     output = check_build_output(options.output, options.model_dir, options.force)
     from hivtp.build.trtllm_decoder import check_positions
-    from hivtp.loading import check_processor, checkpoint_config, load_processor
+    from hivtp.loading import check_checkpoint
     from hivtp.plugins.plugin_fields import check_fields
 
-    model_config = checkpoint_config(options.model_dir)  # everything the config can tell, before any stage
-    check_processor(load_processor(options.model_dir), model_config, options.model_dir)  # the runtime's preprocessing
-    options.config.check_encoder(model_config.vision_config.num_hidden_layers)
+    model_config = check_checkpoint(options.model_dir, options.config)  # everything but the weights, before any stage
     check_positions(options.config)  # the API can ask for the torch-only ablation; engines cannot run it
     check_fields(options.config)  # the plugins' int32 fields
     model_type = model_config.model_type
@@ -237,7 +235,7 @@ def build(options: BuildOptions) -> Path:
     with staging(output, options.force) as work, tqdm(total=stages, desc="hivtp build", unit="stage", disable=None) as bar:
         bar.set_postfix_str("ONNX")
         (work / "vision").mkdir()
-        exported = _export_stage(options, work / "vision")
+        exported = _export_stage(options, work)
         bar.update()
         if not options.onnx_only:
             _engine_stages(options, work, exported, limits, bar)

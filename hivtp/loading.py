@@ -124,7 +124,7 @@ def checkpoint_type(directory: str | Path) -> str:
 
 def _positive(config: Any, section: str, name: str, where: str, maximum: int | None = None) -> int:
     value = getattr(config, name, None)
-    if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+    if not is_int(value) or value <= 0:
         raise ValueError(f"{where}: {section}.{name} must be a positive integer, got {value!r}")
     if maximum is not None and value > maximum:
         raise ValueError(f"{where}: {section}.{name} {value} is more than {maximum}")
@@ -248,6 +248,15 @@ def check_processor(processor: Any, config: Any, directory: str | Path) -> None:
         if theirs is None or [list(p) for p in theirs] != [list(p) for p in config.image_grid_pinpoints]:
             raise ValueError(f"{directory}: the processor's image_grid_pinpoints {str(theirs)[:60]} differ from "
                              f"the model's {str(config.image_grid_pinpoints)[:60]}")
+
+
+def check_checkpoint(directory: str | Path, hivtp_config: HIVTPConfig) -> Any:
+    """Everything a checkpoint can be checked for without its weights (config, score layers against the
+    encoder, processor) -> its HF config: what `hivtp build` and a served repository would fail on later."""
+    config = checkpoint_config(directory)
+    check_config(hivtp_config).check_encoder(config.vision_config.num_hidden_layers)
+    check_processor(load_processor(directory), config, directory)
+    return config
 
 
 def load_llava(

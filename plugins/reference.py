@@ -19,7 +19,7 @@ from __future__ import annotations
 import torch
 
 from hivtp.checks import REAL, check_config, check_grid, check_same_device, check_sizes, check_tensor
-from hivtp.config import HIVTPConfig
+from hivtp.config import HIVTPConfig, is_int
 from hivtp.plugins.geometry import SelectionGeometry, selection_geometry
 
 STAGE_GLOBAL, STAGE_LOCAL, STAGE_FILL, STAGE_NONE = 0, 1, 2, -1
@@ -67,12 +67,12 @@ def importance_scores_from_qk(queries: torch.Tensor, keys: torch.Tensor, block_s
     check_same_device(queries=queries, keys=keys)
     L, B, H, N, d = queries.shape
     check_sizes("queries", queries, layers=L, heads=H, channels=d)
-    if not isinstance(block_size, int) or isinstance(block_size, bool) or block_size <= 0:
+    if not is_int(block_size) or block_size <= 0:
         raise ValueError(f"block_size must be a positive int, got {block_size!r}")
     maps = L * B * H  # one softmax map per (layer, image, head)
     q = queries.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]
     k = keys.detach().float().reshape(maps, N, d)  # [L*B*H, N, d]
-    rows = max(1, min(block_size, N))
+    rows = min(block_size, N)
     pairs = min(maps, max(1, MAP_BYTES // (4 * rows * N)))  # maps per chunk
     received = torch.zeros(maps, 1, N, dtype=torch.float32, device=q.device)  # [L*B*H, 1, N]
     logits = torch.empty(pairs, rows, N, dtype=torch.float32, device=q.device)  # [c, bq, N], reused

@@ -16,7 +16,7 @@ using nvinfer1::DataType;
 
 constexpr int64_t kMAX_GRID_Y = 65535;
 constexpr int64_t kMAX_PATCHES = 4096; // select.py MAX_PATCHES: 12 index bits in its sort key
-constexpr int64_t kMAX_TOKENS = 4097;  // score.py MAX_TOKENS: 1 + kMAX_PATCHES (the kernel streams any N)
+constexpr int64_t kMAX_TOKENS = kMAX_PATCHES + 1; // score.py MAX_TOKENS: CLS + the patches (the kernel streams any N)
 
 bool hasPtrType(KernelEntry const& e, char const* arg, char const* elem)
 {

@@ -29,7 +29,9 @@ import torch
 import triton
 import triton.language as tl
 
-MAX_TOKENS = 4097  # 1 + select's 4096 patches: the kernel itself streams any N (int32 offsets are checked)
+from hivtp.plugins.kernels.select import MAX_PATCHES
+
+MAX_TOKENS = MAX_PATCHES + 1  # CLS + select's patches: the kernel itself streams any N (int32 offsets are checked)
 BLOCK_M = 64  # query rows per program: one Hopper warpgroup MMA (m64) / four sm_80 m16 tiles
 BLOCK_N = 64  # key columns per tile: 576 patches = 9 tiles
 BLOCK_REDUCE = 32  # patches per program of the reduction: 18 programs per image at P = 576

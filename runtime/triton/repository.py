@@ -40,10 +40,10 @@ MODEL_CLASSES = {  # Python models -> their class in hivtp.runtime.triton.models
 }
 ENGINE_VISION_CLASS = "EngineVision"
 NO_PRUNING = -1  # the `pruning` tensor between models: -1 none, 0 paper mode, K > 0 a budget of K
-LIMITS = {  # ServeOptions field -> the most it may be: beyond, a typo that Triton would refuse at load time or that no machine runs
-    "instances": 64, "max_batch": 1024, "queue_delay_us": 60_000_000, "max_queue": 1 << 20, "max_tokens_default": INT32_MAX,
-    "max_tokens_limit": INT32_MAX, "max_prompt_chars": 1 << 24, "max_image_bytes": 1 << 31, "max_image_pixels": 1 << 31,
-    "torch_threads": 1024,
+LIMITS = {  # ServeOptions field -> (least, most): beyond, a typo that Triton would refuse at load time or that no machine runs
+    "instances": (1, 64), "max_batch": (1, 1024), "queue_delay_us": (0, 60_000_000), "max_queue": (1, 1 << 20),
+    "max_tokens_default": (1, INT32_MAX), "max_tokens_limit": (1, INT32_MAX), "max_prompt_chars": (1, 1 << 24),
+    "max_image_bytes": (1, 1 << 31), "max_image_pixels": (1, 1 << 31), "torch_threads": (1, 1024),
 }
 MAX_GPU_ID = 1023
 
@@ -70,8 +70,8 @@ class ServeOptions:
 
     def __post_init__(self) -> None:
         """Sizes Triton or a machine cannot take are one ValueError here, not a server that fails to load."""
-        for name, most in LIMITS.items():
-            value, least = getattr(self, name), 0 if name == "queue_delay_us" else 1
+        for name, (least, most) in LIMITS.items():
+            value = getattr(self, name)
             if not is_int(value) or not least <= value <= most:
                 raise ValueError(f"{name.replace('_', '-')} must be an integer in {least}..{most}, got {value!r}")
         if self.gpus is not None:
@@ -270,11 +270,9 @@ def write_repository(directory: Path, options: ServeOptions, force: bool = False
     from hivtp.outputs import check_owned_output
 
     if options.model_dir is not None:  # what the server would fail on at load time: one line now
-        from hivtp.loading import check_processor, checkpoint_config, load_processor
+        from hivtp.loading import check_checkpoint
 
-        model_config = checkpoint_config(options.model_dir)
-        options.config.check_encoder(model_config.vision_config.num_hidden_layers)
-        check_processor(load_processor(options.model_dir), model_config, options.model_dir)  # no weights: a second
+        check_checkpoint(options.model_dir, options.config)  # no weights: about a second
     models = repository_models(options)
     sources = {path: what for path, what in ((options.model_dir, "the checkpoint"), (options.engine_dir, "the build"))
                if path is not None}
