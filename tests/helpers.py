@@ -20,9 +20,19 @@ def cli_exit_code(argv: list[str]) -> int:
         return int(exit_.code)
 
 
+def run_python(*args: str, timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    """`python ARGS` in a fresh process, with this interpreter."""
+    return subprocess.run([sys.executable, *args], capture_output=True, text=True, timeout=timeout)
+
+
 def run_cli(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
     """`hivtp ARGS` in a fresh Python process."""
-    return subprocess.run([sys.executable, "-m", "hivtp.cli", *args], capture_output=True, text=True, timeout=timeout)
+    return run_python("-m", "hivtp.cli", *args, timeout=timeout)
+
+
+def assert_one_error_line(stderr: str) -> None:
+    """What every hivtp entry point prints for bad input: one `hivtp: error:` line."""
+    assert stderr.startswith("hivtp: error: ") and stderr.count("\n") == 1, stderr
 
 
 def cli_result(capture: pytest.CaptureFixture[str], *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from helpers import encoded
 from hivtp.runtime.triton.server import Ports, children, find_tritonserver, python_env_version
 from hivtp.runtime.triton.server import free_ports as pick_free_ports
 
@@ -33,7 +32,6 @@ def free_ports() -> Ports:
     return pick_free_ports(HOST)
 
 
-png_bytes = encoded  # PNG unless told otherwise
 
 
 def sample_variants() -> list:

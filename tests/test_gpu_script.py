@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 
+from helpers import assert_one_error_line, run_python
 from hivtp.cli import build_parser
 from hivtp.commands.bench import check_arguments
 
@@ -63,11 +64,8 @@ def test_the_judge_reads_the_committed_result_files() -> None:
 ])
 def test_the_gpu_scripts_refuse_in_one_line(argv, tmp_path) -> None:
     """No file, a bad file, no CUDA: one `hivtp: error:` line and exit 2, as every hivtp entry point."""
-    import sys
-
     (tmp_path / "list.json").write_text("[]")
     (tmp_path / "rowless.json").write_text('{"stage": "e2e"}')
-    command = [sys.executable, str(SCRIPT.parent / argv[0]), *[a.format(dir=tmp_path) for a in argv[1:]]]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    done = run_python(str(SCRIPT.parent / argv[0]), *[a.format(dir=tmp_path) for a in argv[1:]])
     assert done.returncode == 2, done.stderr
-    assert done.stderr.startswith("hivtp: error: ") and done.stderr.count("\n") == 1, done.stderr
+    assert_one_error_line(done.stderr)

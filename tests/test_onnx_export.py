@@ -9,6 +9,8 @@ import onnx
 import pytest
 import torch
 
+from helpers import assert_one_error_line
+
 pytest.importorskip("onnxscript")
 from hivtp.build import ops  # noqa: E402
 from hivtp.build.export import ONNX_OPSET, exported_config, export_vision  # noqa: E402
@@ -21,12 +23,17 @@ ONNX_TYPES = {"INT": onnx.AttributeProto.INT, "INTS": onnx.AttributeProto.INTS, 
 
 
 @pytest.fixture(scope="module")
-def exported(tiny_dirs, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, int]]:
+def fp32_models(tiny_dirs) -> dict[str, tuple[object, object]]:
+    """kind -> (model, processor) in fp32, loaded once for the module (exports and checks leave them unchanged)."""
+    return {kind: load_llava(directory, dtype=torch.float32) for kind, directory in tiny_dirs.items()}
+
+
+@pytest.fixture(scope="module")
+def exported(fp32_models, tmp_path_factory) -> dict[tuple[str, str], tuple[Path, int]]:
     """(kind, mode) -> (onnx path, Kmax): each tiny model exported once per config, fp32."""
     root = tmp_path_factory.mktemp("onnx")
     out = {}
-    for kind, directory in tiny_dirs.items():
-        model, _ = load_llava(directory, dtype=torch.float32)
+    for kind, (model, _) in fp32_models.items():
         for mode, config in CONFIGS.items():
             info = export_vision(model, config, root / f"{kind}-{mode}.onnx", max_batch=8)
             out[kind, mode] = (info.path, info.kmax)
@@ -86,38 +93,39 @@ def test_plugin_contract(exported, mode) -> None:
 
 @pytest.mark.parametrize("mode", list(CONFIGS))
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
-def test_onnxruntime_matches_torch(exported, tiny_dirs, two_images, kind, mode) -> None:
+def test_onnxruntime_matches_torch(exported, fp32_models, two_images, kind, mode) -> None:
     pytest.importorskip("onnxruntime_extensions")
     from hivtp.build.ort_check import compare
 
-    model, processor = load_llava(tiny_dirs[kind], dtype=torch.float32)
+    model, processor = fp32_models[kind]
     error = compare(model, processor, exported[kind, mode][0], two_images)
     assert error < 1e-4
 
 
 @pytest.mark.parametrize("kind", ["llava", "llava_next"])
-def test_the_default_build_graph_checks_on_onnxruntime(tiny_dirs, two_images, kind, tmp_path) -> None:
+def test_the_default_build_graph_checks_on_onnxruntime(fp32_models, two_images, kind, tmp_path) -> None:
     """fp16 with plugin nodes (what `hivtp build` writes by default): Casts around the fp32 reference ops, and the
     fp32 torch backend as the truth: indices and counts exact, features to fp16's precision."""
     pytest.importorskip("onnxruntime_extensions")
     from hivtp.build.ort_check import compare
 
-    model, processor = load_llava(tiny_dirs[kind], dtype=torch.float32)
+    model, processor = fp32_models[kind]
     info = export_vision(model, CONFIGS["budget"], tmp_path / "fp16.onnx", max_batch=8, dtype=torch.float16)
     assert 0 < compare(model, processor, info.path, two_images) < 0.05
 
 
-def test_ort_check_refuses_what_it_cannot_run_in_one_line(tiny_dirs, tmp_path, capsys) -> None:
+def test_ort_check_refuses_what_it_cannot_run_in_one_line(fp32_models, tiny_dirs, tmp_path, capsys) -> None:
     pytest.importorskip("onnxruntime_extensions")
     from hivtp.build.ort_check import main
 
-    model, _ = load_llava(tiny_dirs["llava"], dtype=torch.float32)
+    model, _ = fp32_models["llava"]
     bf16 = export_vision(model, CONFIGS["paper"], tmp_path / "bf16.onnx", max_batch=2, dtype=torch.bfloat16).path
     (tmp_path / "garbage.onnx").write_bytes(b"\x00not an onnx model")
     for path, reason in [(bf16, "is a bf16 graph"), (tmp_path / "garbage.onnx", "cannot read the ONNX file")]:
         assert main(["--model", str(tiny_dirs["llava"]), "--onnx", str(path)]) == 2
         err = capsys.readouterr().err
-        assert err.startswith("hivtp: error: ") and err.count("\n") == 1 and reason in err, err
+        assert_one_error_line(err)
+        assert reason in err, err
 
 
 def test_batch_rows_are_independent(exported, tiny_dirs) -> None:
@@ -167,14 +175,14 @@ def test_export_leaves_no_fake_tensors_behind(exported) -> None:
     assert not isinstance(geometry.region_of, FakeTensor)
 
 
-def test_large_weights_go_to_external_data(tiny_dirs, two_images, tmp_path, monkeypatch) -> None:
+def test_large_weights_go_to_external_data(fp32_models, two_images, tmp_path, monkeypatch) -> None:
     """Above EXTERNAL_DATA_BYTES the weights sit in `<name>.data` (protobuf stops at 2 GiB); checker and ORT follow."""
     pytest.importorskip("onnxruntime_extensions")
     from hivtp.build import export
     from hivtp.build.ort_check import compare
 
     monkeypatch.setattr(export, "EXTERNAL_DATA_BYTES", 0)
-    model, processor = load_llava(tiny_dirs["llava"], dtype=torch.float32)
+    model, processor = fp32_models["llava"]
     info = export_vision(model, HIVTPConfig(budget=6), tmp_path / "model.onnx")
     data = [p.name for p in tmp_path.iterdir() if p.name != "model.onnx"]
     graph = onnx.load(str(info.path), load_external_data=False).graph

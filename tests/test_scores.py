@@ -6,7 +6,7 @@ import pytest
 import torch
 
 from hivtp import HIVTPConfig, importance_scores, importance_scores_from_qk
-from hivtp.runtime.hf import clip_core, encode_and_score
+from hivtp.runtime.hf import clip_core, encode_and_score, tower_qk
 
 
 def probabilities(q: torch.Tensor, k: torch.Tensor) -> torch.Tensor:
@@ -61,8 +61,6 @@ def test_cls_baseline_scores_are_the_cls_row_of_the_feature_layers_attention(tin
     from dataclasses import replace
 
     from hivtp.fidelity import cls_attention, method_setup
-    from hivtp.runtime.hf import tower_qk
-
     _, model, _ = tiny
     tower = model.model.vision_tower
     pixels = torch.randn(2, 3, 112, 112)
@@ -82,8 +80,6 @@ def test_cls_baseline_scores_are_the_cls_row_of_the_feature_layers_attention(tin
 @torch.inference_mode()
 def test_qk_come_from_the_forward_and_equal_a_recomputation(tiny) -> None:
     """The hooked q_proj / k_proj outputs are what layer_norm1(hidden_states[l]) -> q_proj / k_proj gives, bit for bit."""
-    from hivtp.runtime.hf import tower_qk
-
     _, model, _ = tiny
     tower = model.model.vision_tower
     pixels = torch.randn(2, 3, 112, 112)
@@ -99,8 +95,6 @@ def test_qk_come_from_the_forward_and_equal_a_recomputation(tiny) -> None:
 
 
 def test_qk_hooks_are_removed_even_when_the_forward_fails(tiny) -> None:
-    from hivtp.runtime.hf import tower_qk
-
     _, model, _ = tiny
     tower = model.model.vision_tower
     projections = [getattr(layer.self_attn, name) for layer in clip_core(tower).encoder.layers for name in ("q_proj", "k_proj")]

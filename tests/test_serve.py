@@ -22,8 +22,8 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.client import GrpcSession, Question, ask_http, ask_http_stream, grpc_inputs
 from hivtp.runtime.triton.repository import TORCH_LLM, VISION, ServeOptions
 from hivtp.runtime.triton.serve import LaunchOptions, running_server
-from helpers import run_cli
-from serve_support import HOST, alive, free_ports, png_bytes, process_tree, sample_variants, serving_setup
+from helpers import encoded, run_cli
+from serve_support import HOST, alive, free_ports, process_tree, sample_variants, serving_setup
 
 PROMPTS = ("what color is the circle ?", "describe the picture .")
 MAX_TOKENS = 16  # = hivtp generate's default
@@ -69,7 +69,7 @@ def test_answers_equal_generate_over_every_protocol(served, references, budget) 
     session = GrpcSession(grpc_url)
     try:
         for index in (0, 5):
-            image = png_bytes(images[index])
+            image = encoded(images[index])
             for prompt in PROMPTS:
                 expected = references(kind, index, prompt, budget)
                 question = Question(image, prompt, MAX_TOKENS, budget)
@@ -99,7 +99,7 @@ def test_every_pruning_mode_is_served_and_none_is_the_stock_model(served, refere
     session = GrpcSession(grpc_url)
     try:
         image = sample_variants()[0]
-        ask = lambda budget, mode: session.ask(Question(png_bytes(image), PROMPTS[0], MAX_TOKENS, budget, mode)).text  # noqa: E731
+        ask = lambda budget, mode: session.ask(Question(encoded(image), PROMPTS[0], MAX_TOKENS, budget, mode)).text  # noqa: E731
         assert ask(None, "none") == stock_answer(kind, image, PROMPTS[0])
         assert ask(None, "paper") == ask(None, None) == references(kind, 0, PROMPTS[0], None)
         assert ask(4, "budget") == ask(4, None) == references(kind, 0, PROMPTS[0], 4)
@@ -126,13 +126,13 @@ BAD = {
 def huge_image() -> bytes:
     from PIL import Image
 
-    return png_bytes(Image.new("RGB", (8000, 6000)))  # 48 MP > the server's 40 MP limit, 150 kB of PNG
+    return encoded(Image.new("RGB", (8000, 6000)))  # 48 MP > the server's 40 MP limit, 150 kB of PNG
 
 
 def raw_inputs_cases():
     import numpy as np
 
-    good = Question(png_bytes(sample_variants()[0]), PROMPTS[0]).arrays()
+    good = Question(encoded(sample_variants()[0]), PROMPTS[0]).arrays()
     return {
         "text as FP32": ({**good, "text_input": np.array([[1.5]], dtype=np.float32)}, "data-type"),
         "two prompts in one": ({**good, "text_input": np.array([[b"a", b"b"]], dtype=object)}, "unexpected shape"),
@@ -146,7 +146,7 @@ def raw_inputs_cases():
 
 def test_bad_requests_get_one_clean_line_and_the_server_keeps_serving(served) -> None:
     kind, grpc_url, http_url, _ = served
-    image = png_bytes(sample_variants()[0])
+    image = encoded(sample_variants()[0])
     session = GrpcSession(grpc_url)
     try:
         cases = {name: (Question(**{"image": image, "prompt": PROMPTS[0], **fields}), needle) for name, (fields, needle) in BAD.items()}
@@ -167,7 +167,7 @@ def test_bad_requests_get_one_clean_line_and_the_server_keeps_serving(served) ->
 
 def load_plan(count: int) -> list[Question]:
     """count requests over 8 images x 2 prompts x 5 pruning choices, in a scrambled order."""
-    images = [png_bytes(image) for image in sample_variants()]
+    images = [encoded(image) for image in sample_variants()]
     choices = [(None, None), (4, None), (8, None), (16, None), (None, "none")]
     plan = []
     for i in range(count):

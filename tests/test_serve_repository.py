@@ -25,8 +25,8 @@ from hivtp.demo import shipped_model
 from hivtp.runtime.triton.repository import (
     ENSEMBLE, LISTING, TORCH_LLM, TRTLLM, VISION, VISION_PLAN, ServeOptions, repository_models, write_repository,
 )
-from helpers import cli_result, run_cli, torch_vision
-from serve_support import HOST, free_ports, png_bytes, sample_variants, serving_setup
+from helpers import cli_result, encoded, run_cli, torch_vision
+from serve_support import HOST, free_ports, sample_variants, serving_setup
 
 
 def parse(text: str):
@@ -181,13 +181,13 @@ def test_engine_request_tensors_equal_runtime_trtllm(engine_outputs, kind) -> No
     vision.run_plan = engine
     batch = []
     for image, prompt in zip(images, prompts):
-        out = pre.preprocess({"QUERY": np.array([[prompt.encode()]], dtype=object), "IMAGE_BYTES": np.frombuffer(png_bytes(image), np.uint8)[None],
+        out = pre.preprocess({"QUERY": np.array([[prompt.encode()]], dtype=object), "IMAGE_BYTES": np.frombuffer(encoded(image), np.uint8)[None],
                               "REQUEST_OUTPUT_LEN": None, "BUDGET": None, "PRUNING_MODE": None})
         batch.append({"input_ids": out["INPUT_ID"], "pixel_values": out["PIXEL_VALUES"], "image_sizes": out["IMAGE_SIZES"], "pruning": out["PRUNING"]})
     served = vision.prompts(batch, 0)
     hf_config = AutoConfig.from_pretrained(shipped_model(kind))
     newline = model.model.image_newline.detach() if kind == "llava_next" else None
-    reloaded = [from_png(png_bytes(i)) for i in images]
+    reloaded = [from_png(encoded(i)) for i in images]
     layout = pruned_layout(prepare_batch(processor, reloaded, prompts, torch.device("cpu")).inputs, hf_config, engine, newline)
     expected = build_prompt_tables(layout.sequence, layout.features, hf_config.text_config.vocab_size)
     for b in range(len(images)):
